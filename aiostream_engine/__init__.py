@@ -1,0 +1,51 @@
+"""aiostream-engine: Spark Streaming's DStream model, asyncio-native, no JVM."""
+
+from __future__ import annotations
+
+from . import aliases as _aliases
+from .clock import Clock, ManualClock, SystemClock
+from .conf import StreamingConf
+from .context import StreamingContext
+from .dstream.base import DStream
+from .errors import (
+    ConfigurationError,
+    ContextStateError,
+    JobFailedError,
+    NotSerializableError,
+    OperatorError,
+    StreamingError,
+    TaskFailedError,
+)
+from .executor.runner import TaskRunner
+from .hashing import stable_hash
+from .rdd.core import RDD
+from .receiver.base import Receiver
+from .scheduler.batch_info import BatchInfo, OutputOperationInfo
+from .scheduler.listener import StreamingListener
+
+for _cls in (DStream, RDD, StreamingContext, TaskRunner):
+    _aliases.install(_cls)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchInfo",
+    "Clock",
+    "ConfigurationError",
+    "ContextStateError",
+    "DStream",
+    "JobFailedError",
+    "ManualClock",
+    "NotSerializableError",
+    "OperatorError",
+    "OutputOperationInfo",
+    "RDD",
+    "Receiver",
+    "StreamingConf",
+    "StreamingContext",
+    "StreamingError",
+    "StreamingListener",
+    "SystemClock",
+    "TaskFailedError",
+    "stable_hash",
+]

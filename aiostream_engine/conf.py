@@ -1,0 +1,190 @@
+"""One typed configuration for the engine.
+
+Every key has a snake_case name, a default, a description, and, where Spark has one, the
+Spark key it mirrors; Spark key names are accepted as aliases so ported jobs keep their
+settings. Durations are seconds (floats).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+def _key(default: Any, doc: str, spark: str | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "spark": spark})
+
+
+@dataclass
+class StreamingConf:
+    """Engine configuration. Build with keywords, ``StreamingConf.of(mapping)`` or ``set()``."""
+
+    block_interval: float = _key(
+        0.2,
+        "Seconds between cuts of a receiver's buffer into a block (one partition).",
+        "spark.streaming.blockInterval",
+    )
+    block_queue_size: int = _key(
+        10,
+        "Blocks a receiver may hold before store() waits (backpressure to the source).",
+        "spark.streaming.blockQueueSize",
+    )
+    receiver_max_rate: float = _key(
+        0.0,
+        "Records per second each receiver may store; <= 0 means no limit.",
+        "spark.streaming.receiver.maxRate",
+    )
+    receiver_restart_delay: float = _key(
+        2.0,
+        "Initial delay before a failed receiver is restarted; doubles per failure up to 60 s.",
+        "spark.streaming.receiverRestartDelay",
+    )
+    task_max_failures: int = _key(
+        4,
+        "Attempts of one task before its job fails.",
+        "spark.task.maxFailures",
+    )
+    concurrent_jobs: int = _key(
+        1,
+        "Output-operation jobs that may run at the same time.",
+        "spark.streaming.concurrentJobs",
+    )
+    graceful_stop_timeout: float | None = _key(
+        None,
+        "Seconds a graceful stop may take; None means 10 batch intervals.",
+        "spark.streaming.gracefulStopTimeout",
+    )
+    remember_duration: float | None = _key(
+        None,
+        "Seconds each stream keeps its generated RDDs; None derives it from the graph "
+        "(the longest window, at least one slide).",
+        "StreamingContext.remember",
+    )
+    default_parallelism: int | None = _key(
+        None,
+        "Partitions of a shuffle when an operator names none; None means the executor's cores.",
+        "spark.default.parallelism",
+    )
+    max_pending_batches: int = _key(
+        100,
+        "Generated batches waiting for the scheduler before the batch clock waits too.",
+        None,
+    )
+    retained_batches: int = _key(
+        1000,
+        "BatchInfo records kept in the context's history.",
+        "spark.streaming.ui.retainedBatches",
+    )
+    stop_gracefully_on_shutdown: bool = _key(
+        True,
+        "Whether Ctrl-C / SIGTERM in the command line stops gracefully.",
+        "spark.streaming.stopGracefullyOnShutdown",
+    )
+    listener_queue_size: int = _key(
+        10_000,
+        "Listener events buffered; past that events are dropped and counted.",
+        "spark.scheduler.listenerbus.eventqueue.capacity",
+    )
+    max_concurrent_tasks: int | None = _key(
+        None,
+        "Tasks in flight on the executor at once; None means twice its cores.",
+        None,
+    )
+    checkpoint_interval: float | None = _key(
+        None,
+        "Seconds between state checkpoints; None: smallest multiple of the slide >= 10 s.",
+        "DStream.checkpoint",
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---- aliases and mapping access -------------------------------------------------
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def spark_aliases(cls) -> dict[str, str]:
+        """Spark key -> our key."""
+        return {
+            f.metadata["spark"]: f.name
+            for f in dataclasses.fields(cls)
+            if f.metadata.get("spark", "") and f.metadata["spark"].startswith("spark.")
+        }
+
+    @classmethod
+    def describe(cls) -> Iterator[tuple[str, Any, str | None, str]]:
+        """(key, default, spark key, description) for every key: the documentation table."""
+        for f in dataclasses.fields(cls):
+            yield f.name, f.default, f.metadata.get("spark"), f.metadata["doc"]
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any] | StreamingConf | None = None) -> StreamingConf:
+        if isinstance(values, StreamingConf):
+            return dataclasses.replace(values)
+        conf = cls()
+        for key, value in (values or {}).items():
+            conf.set(key, value)
+        return conf
+
+    def set(self, key: str, value: Any) -> StreamingConf:
+        """Set one key (snake_case or the Spark name); returns self for chaining."""
+        name = self._resolve(key)
+        current = getattr(self, name)
+        setattr(self, name, _coerce(name, value, current, self._field(name)))
+        self.validate()
+        return self
+
+    def get(self, key: str) -> Any:
+        return getattr(self, self._resolve(key))
+
+    def _resolve(self, key: str) -> str:
+        if key in self.keys():
+            return key
+        aliases = self.spark_aliases()
+        if key in aliases:
+            return aliases[key]
+        raise ConfigurationError(f"unknown configuration key {key!r}")
+
+    @classmethod
+    def _field(cls, name: str) -> dataclasses.Field[Any]:
+        return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+    def validate(self) -> None:
+        if self.block_interval <= 0:
+            raise ConfigurationError(f"block_interval must be > 0, got {self.block_interval}")
+        for name in ("block_queue_size", "task_max_failures", "concurrent_jobs",
+                     "max_pending_batches", "retained_batches", "listener_queue_size"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.default_parallelism is not None and self.default_parallelism < 1:
+            raise ConfigurationError("default_parallelism must be >= 1")
+
+
+def _coerce(name: str, value: Any, current: Any, f: dataclasses.Field[Any]) -> Any:
+    """Accept strings as Spark does (``"200ms"``, ``"true"``, ``"4"``)."""
+    if not isinstance(value, str):
+        return value
+    kind = str(f.type)
+    if "bool" in kind:
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if "int" in kind and "float" not in kind:
+        return int(value)
+    if "float" in kind:
+        return parse_duration(value)
+    return value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a Spark duration string: ``"200ms"``, ``"2s"``, ``"1min"``, ``"0.5"``."""
+    text = text.strip().lower()
+    for suffix, scale in (("ms", 0.001), ("min", 60.0), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    return float(text)

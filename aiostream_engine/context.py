@@ -1,0 +1,424 @@
+"""StreamingContext: the streaming graph, its sources, and its lifecycle.
+
+Two ways to run it:
+
+* async: ``async with StreamingContext(1.0) as ssc: ...; await ssc.start();
+  await ssc.await_termination()``; the engine's tasks live in the ``async with`` block.
+* blocking, PySpark style: ``ssc.start(); ssc.awaitTermination(5); ssc.stop()``; the engine
+  runs on an event loop in a background thread (``loop_thread``).
+
+``start``, ``stop`` and ``await_termination`` return an awaitable when called inside a
+running event loop and block otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from .clock import Clock, SystemClock
+from .conf import StreamingConf
+from .dstream.base import DStream
+from .dstream.functions import takes_time
+from .dstream.input import InputDStream, ReceiverInputDStream
+from .dstream.output import ForEachDStream
+from .dstream.transformed import TransformedDStream, UnionDStream
+from .errors import ConfigurationError, ContextStateError
+from .executor.master import backend_for
+from .executor.runner import TaskRunner
+from .loop_thread import LoopThread, in_async_context
+from .rdd.core import RDD
+from .receiver.base import Receiver
+from .receiver.tracker import ReceiverTracker
+from .scheduler.batch_info import BatchInfo
+from .scheduler.job_generator import JobGenerator
+from .scheduler.job_scheduler import JobScheduler
+from .scheduler.listener import ListenerBus, StreamingStarted
+from .timeutil import to_ms, to_seconds
+
+if TYPE_CHECKING:
+    from .sources.simulator import SensorSimulator
+
+log = logging.getLogger("aiostream_engine")
+
+
+class State(enum.Enum):
+    INITIALIZED = "initialized"
+    ACTIVE = "active"
+    STOPPED = "stopped"
+
+
+class StreamingContext:
+    """Entry point: build streams on it, then start it."""
+
+    def __init__(
+        self,
+        batch_interval: float,
+        *,
+        master: str = "local[*]",
+        conf: StreamingConf | dict[str, Any] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(batch_interval, int | float) or batch_interval <= 0:
+            raise ConfigurationError(f"batch_interval must be > 0 seconds, got {batch_interval!r}")
+        self.conf = StreamingConf.of(conf)
+        self.batch_ms = to_ms(batch_interval, "batch interval")
+        if self.conf.block_interval > batch_interval:
+            raise ConfigurationError(
+                f"block_interval ({self.conf.block_interval:g} s) is larger than the batch "
+                f"interval ({batch_interval:g} s): every batch would miss blocks"
+            )
+        self.master = master
+        self.clock: Clock = clock or SystemClock()
+        self.state = State.INITIALIZED
+        self._runner = TaskRunner(backend_for(master), self.conf)
+        self._bus = ListenerBus(self.conf.listener_queue_size)
+        self._receiver_tracker = ReceiverTracker(self.conf, self.clock, self._bus)
+        self._streams: list[DStream] = []
+        self._inputs: list[InputDStream] = []
+        self._outputs: list[ForEachDStream] = []
+        self._job_scheduler = JobScheduler(
+            self.conf, self.clock, self._bus, self._batch_completed, self._report_error
+        )
+        self._job_generator = JobGenerator(self.clock, self.batch_ms, self._generate_batch)
+        self._errors: list[BaseException] = []
+        self._terminated = threading.Event()
+        self._changed: anyio.Event | None = None  # set on termination or a reported error
+        self._task_group: TaskGroup | None = None
+        self._engine_scope: anyio.CancelScope | None = None
+        self._stop_request: anyio.Event | None = None
+        self._graceful = False
+        self._loop_thread: LoopThread | None = None
+        self._host_future: Any = None
+        self._remember_ms: int | None = None
+        self.checkpoint_dir: str | None = None
+
+    # ---- graph registration -------------------------------------------------------------
+
+    def _require_buildable(self) -> None:
+        if self.state is not State.INITIALIZED:
+            raise ContextStateError(
+                "streams and output operations cannot be added once the context has started"
+            )
+
+    def _register_stream(self, stream: DStream) -> None:
+        self._require_buildable()
+        self._streams.append(stream)
+
+    def _register_input(self, stream: InputDStream) -> int:
+        self._inputs.append(stream)
+        return len(self._inputs) - 1
+
+    def _register_output(self, stream: ForEachDStream) -> int:
+        self._outputs.append(stream)
+        return len(self._outputs) - 1
+
+    @property
+    def spark_context(self) -> TaskRunner:
+        """Builds RDDs (``parallelize``, ``empty_rdd``): PySpark's ``ssc.sparkContext``."""
+        return self._runner
+
+    sparkContext = spark_context  # noqa: N815
+
+    @property
+    def batch_interval(self) -> float:
+        return to_seconds(self.batch_ms)
+
+    def remember(self, duration: float) -> None:
+        """Keep every stream's RDDs at least ``duration`` seconds (for ``slice``)."""
+        self._remember_ms = to_ms(duration, "remember duration")
+
+    def checkpoint(self, directory: str) -> None:
+        """Enable checkpointing into ``directory`` (used by stateful streams)."""
+        self.checkpoint_dir = directory
+
+    # ---- sources ------------------------------------------------------------------------
+
+    def queue_stream(
+        self,
+        rdds: Iterable[RDD | Iterable[Any]],
+        one_at_a_time: bool = True,
+        default: RDD | Iterable[Any] | None = None,
+    ) -> DStream:
+        """Each item (a list or an RDD) is one batch; ``default`` once the queue is empty."""
+        from .sources.queue import QueueInputDStream
+
+        return QueueInputDStream(self, rdds, one_at_a_time, default)
+
+    def socket_text_stream(self, hostname: str, port: int) -> DStream:
+        """Lines of UTF-8 text from a TCP server; reconnects when the connection drops."""
+        from .sources.socket import SocketTextReceiver
+
+        return self.receiver_stream(SocketTextReceiver(hostname, port))
+
+    def text_file_stream(self, directory: str) -> DStream:
+        """Lines of files newly moved into ``directory`` (dot-files are ignored)."""
+        from .sources.files import TextFileInputDStream
+
+        return TextFileInputDStream(self, directory)
+
+    def receiver_stream(self, receiver: Receiver) -> DStream:
+        """A stream fed by a user-defined ``Receiver``."""
+        return ReceiverInputDStream(self, receiver, receiver.display_name)
+
+    def simulator_stream(self, **options: Any) -> DStream:
+        """JSON readings from simulated IoT devices (see ``sources.simulator``)."""
+        from .sources.simulator import SensorSimulator
+
+        simulator: SensorSimulator = SensorSimulator(**options)
+        return self.receiver_stream(simulator)
+
+    def union(self, *streams: DStream) -> DStream:
+        if not streams:
+            raise ValueError("union needs at least one stream")
+        return UnionDStream(self, list(streams))
+
+    def transform(self, streams: list[DStream], func: Callable[..., RDD]) -> DStream:
+        """``func(rdds)`` or ``func(time, rdds)`` over the streams' RDDs of each batch."""
+        with_time = takes_time(func, 1)
+        return TransformedDStream(
+            self,
+            list(streams),
+            "transform",
+            lambda rdds, t: func(to_seconds(t), rdds) if with_time else func(rdds),
+        )
+
+    # ---- observation --------------------------------------------------------------------
+
+    def add_streaming_listener(self, listener: Any) -> None:
+        self._bus.add(listener)
+
+    def remove_streaming_listener(self, listener: Any) -> None:
+        self._bus.remove(listener)
+
+    @property
+    def batch_history(self) -> list[BatchInfo]:
+        """The last ``retained_batches`` completed batches, oldest first."""
+        return list(self._job_scheduler.history)
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return list(self._errors)
+
+    # ---- the engine ---------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        if not self._outputs:
+            raise ContextStateError(
+                "no output operations registered: add foreach_rdd, pprint or a save operation"
+            )
+
+    async def _engine(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Owns every task of the running engine; returns when the context has stopped."""
+        self._validate()
+        self._stop_request = anyio.Event()
+        self._changed = anyio.Event()
+        first_ms = self._job_generator.first_batch_time()
+        zero_ms = first_ms - self.batch_ms
+        for output in self._outputs:
+            output.initialize(zero_ms)
+            output.remember(self._remember_ms or 0)
+        receivers = [s for s in self._inputs if isinstance(s, ReceiverInputDStream)]
+        try:
+            async with anyio.create_task_group() as tg:
+                self._engine_scope = tg.cancel_scope
+                await self._runner.start()
+                for stream in self._inputs:
+                    await stream.start()
+                tg.start_soon(self._bus.run, name="listener bus")
+                tg.start_soon(self._job_scheduler.run, name="job scheduler")
+                await tg.start(self._receiver_tracker.run, receivers, name="receivers")
+                await tg.start(self._job_generator.run, first_ms, name="batch clock")
+                self.state = State.ACTIVE
+                self._bus.post(StreamingStarted(self.clock.now()))
+                task_status.started()
+                await self._stop_request.wait()
+                await self._shutdown(self._graceful)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for stream in self._inputs:
+                    await stream.stop()
+                await self._runner.stop()
+            self.state = State.STOPPED
+            self._terminated.set()
+            self._changed.set()
+
+    async def _shutdown(self, graceful: bool) -> None:
+        """Spark's order: receivers, then every received block into a batch, then the clock,
+        then every generated batch; bounded by the graceful stop timeout."""
+        timeout = self.conf.graceful_stop_timeout or 10 * self.batch_interval
+        with anyio.move_on_after(timeout) as scope:
+            await self._receiver_tracker.stop_receivers(timeout if graceful else 0)
+            await self._job_generator.stop()
+            if graceful:
+                while self._receiver_tracker.has_unallocated_blocks():
+                    await self._job_generator.generate(self._job_generator.next_batch_ms())
+                self._job_scheduler.close()
+                while self._job_scheduler.pending:
+                    await self._job_scheduler.wait_for_batch(self._oldest_pending_ms())
+        if scope.cancelled_caught:
+            log.warning("graceful stop timed out after %.1f s; pending batches dropped", timeout)
+        self._bus.close()
+
+    def _oldest_pending_ms(self) -> int:
+        done = self._job_scheduler.last_completed_ms
+        first = self._job_generator.first_batch_ms or 0
+        return first if done is None else done + self.batch_ms
+
+    async def _generate_batch(self, time_ms: int) -> None:
+        self._receiver_tracker.allocate(time_ms)
+        try:
+            for stream in self._inputs:
+                await stream.prepare(time_ms)
+            jobs = [job for out in self._outputs if (job := out.generate_job(time_ms))]
+        except Exception as exc:  # e.g. a transform function raised: that batch fails
+            from .errors import JobFailedError
+
+            self._report_error(JobFailedError(to_seconds(time_ms), "job generation", exc))
+            jobs = []
+        records = {s.id: s.records_at(time_ms) for s in self._inputs}
+        await self._job_scheduler.submit(time_ms, jobs, records)
+
+    def _batch_completed(self, time_ms: int) -> None:
+        for output in self._outputs:
+            output.clear_metadata(time_ms)
+        self._receiver_tracker.forget_batch(time_ms)
+
+    def _report_error(self, error: BaseException) -> None:
+        log.error("%s", error)
+        self._errors.append(error)
+        if self._changed is not None:
+            self._changed.set()
+
+    # ---- lifecycle: async ---------------------------------------------------------------
+
+    async def __aenter__(self) -> StreamingContext:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        try:
+            if self.state is State.ACTIVE:
+                await self._stop_async(graceful=False)
+        finally:
+            assert self._task_group is not None
+            result = await self._task_group.__aexit__(*exc_info)
+        return result
+
+    async def _start_async(self) -> None:
+        if self.state is not State.INITIALIZED:
+            raise ContextStateError(f"cannot start a context that is {self.state.value}")
+        if self._task_group is None:
+            raise ContextStateError(
+                "in async code use `async with StreamingContext(...) as ssc:` so the engine's "
+                "tasks have an owner"
+            )
+        await self._task_group.start(self._engine)
+
+    async def _stop_async(self, graceful: bool) -> None:
+        if self.state is State.INITIALIZED:
+            self.state = State.STOPPED
+            self._terminated.set()
+            return
+        assert self._stop_request is not None
+        self._graceful = graceful
+        self._stop_request.set()
+        while not self._terminated.is_set():
+            assert self._changed is not None
+            await self._changed.wait()
+
+    async def _await_termination_async(self, timeout: float | None) -> bool:
+        with anyio.move_on_after(timeout):
+            while not self._terminated.is_set() and not self._errors:
+                if self._changed is None:
+                    raise ContextStateError("the context has not been started")
+                await self._changed.wait()
+        self._raise_first_error()
+        return self._terminated.is_set()
+
+    def _raise_first_error(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    # ---- lifecycle: both modes ----------------------------------------------------------
+
+    def start(self) -> Awaitable[None] | None:
+        """Start receiving and processing (awaitable in async code, blocking otherwise)."""
+        if in_async_context():
+            return self._start_async()
+        self._start_blocking()
+        return None
+
+    def stop(
+        self,
+        stop_spark_context: bool = True,
+        stop_gracefully: bool = False,
+        *,
+        graceful: bool | None = None,
+        **pyspark_names: bool,
+    ) -> Awaitable[None] | None:
+        """Stop; ``graceful=True`` first finishes every received record (Spark's order)."""
+        graceful = bool(
+            graceful if graceful is not None
+            else pyspark_names.get("stopGraceFully", stop_gracefully)
+        )
+        if in_async_context():
+            return self._stop_async(graceful)
+        self._stop_blocking(graceful)
+        return None
+
+    def await_termination(self, timeout: float | None = None) -> Awaitable[bool] | bool:
+        """Wait until stopped (or ``timeout`` s); re-raises the first job failure.
+
+        Returns whether the context has terminated.
+        """
+        if in_async_context():
+            return self._await_termination_async(timeout)
+        self._terminated.wait(timeout)
+        self._raise_first_error()
+        return self._terminated.is_set()
+
+    def await_termination_or_timeout(self, timeout: float) -> Awaitable[bool] | bool:
+        return self.await_termination(timeout)
+
+    # ---- lifecycle: blocking ------------------------------------------------------------
+
+    def _start_blocking(self) -> None:
+        if self.state is not State.INITIALIZED:
+            raise ContextStateError(f"cannot start a context that is {self.state.value}")
+        self._loop_thread = LoopThread()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def host() -> None:
+            async with anyio.create_task_group() as tg:
+                try:
+                    await tg.start(self._engine)
+                except BaseException as exc:
+                    failure.append(exc)
+                    raise
+                finally:
+                    started.set()
+
+        self._host_future = self._loop_thread.submit(host())
+        started.wait()
+        if failure:
+            self._loop_thread.close()
+            raise failure[0]
+
+    def _stop_blocking(self, graceful: bool) -> None:
+        if self._loop_thread is None:
+            self.state = State.STOPPED
+            self._terminated.set()
+            return
+        self._loop_thread.run(self._stop_async(graceful))
+        self._host_future.result()
+        self._loop_thread.close()

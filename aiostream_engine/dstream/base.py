@@ -1,0 +1,331 @@
+"""DStream: a node of the streaming graph that yields one RDD per batch (or per slide).
+
+Times are integer milliseconds inside (see ``timeutil``). A stream generates its RDD for
+time t lazily, once, through ``get_or_compute``; the RDD is lineage only, so building it
+costs nothing until an output operation runs it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..executor.serialization import ensure_serializable
+from ..hashing import stable_hash
+from ..rdd.core import RDD
+from ..timeutil import require_multiple, to_ms, to_seconds
+from .functions import takes_time
+from .stateful import StateOperations
+from .windowed import WindowOperations
+
+if TYPE_CHECKING:
+    from ..context import StreamingContext
+
+
+class DStream(WindowOperations, StateOperations):
+    """A discretized stream. Subclasses implement ``compute(time_ms)``."""
+
+    def __init__(
+        self,
+        ssc: StreamingContext,
+        dependencies: list[DStream],
+        name: str,
+        slide_ms: int | None = None,
+    ) -> None:
+        self._ssc = ssc
+        self.dependencies = dependencies
+        self.name = name
+        self.slide_ms = slide_ms or (
+            dependencies[0].slide_ms if dependencies else ssc.batch_ms
+        )
+        self._generated: dict[int, RDD] = {}
+        self._zero_ms: int | None = None
+        self.remember_ms = 0
+        self._persist = False
+        self.checkpoint_ms: int | None = None
+        ssc._register_stream(self)
+
+    # ---- graph mechanics ----------------------------------------------------------------
+
+    @property
+    def context(self) -> StreamingContext:
+        return self._ssc
+
+    @property
+    def slide_duration(self) -> float:
+        return to_seconds(self.slide_ms)
+
+    @property
+    def parent_remember_ms(self) -> int:
+        """How far back this stream reads its parents' RDDs (windows override it)."""
+        return 0
+
+    def compute(self, time_ms: int) -> RDD | None:
+        raise NotImplementedError
+
+    def initialize(self, zero_ms: int) -> None:
+        if self._zero_ms is not None:
+            return
+        self._zero_ms = zero_ms
+        for parent in self.dependencies:
+            parent.initialize(zero_ms)
+
+    def remember(self, duration_ms: int) -> None:
+        """Keep generated RDDs at least ``duration_ms`` back (propagates to parents)."""
+        self.remember_ms = max(self.remember_ms, duration_ms, self.slide_ms)
+        for parent in self.dependencies:
+            parent.remember(self.remember_ms + self.parent_remember_ms)
+
+    def is_time_valid(self, time_ms: int) -> bool:
+        if self._zero_ms is None:
+            return False
+        since = time_ms - self._zero_ms
+        return since > 0 and since % self.slide_ms == 0
+
+    def get_or_compute(self, time_ms: int) -> RDD | None:
+        if time_ms in self._generated:
+            return self._generated[time_ms]
+        if not self.is_time_valid(time_ms):
+            return None
+        rdd = self.compute(time_ms)
+        if rdd is not None:
+            if self._persist:
+                rdd.cache()
+            self._generated[time_ms] = rdd
+        return rdd
+
+    def clear_metadata(self, time_ms: int) -> None:
+        """Forget RDDs older than the remember duration (called after each batch)."""
+        oldest = time_ms - self.remember_ms
+        for t in [t for t in self._generated if t <= oldest]:
+            self._generated.pop(t).unpersist()
+        for parent in self.dependencies:
+            parent.clear_metadata(time_ms)
+
+    def _runner_rdd_empty(self) -> RDD:
+        return self._ssc.spark_context.empty_rdd()
+
+    # ---- building blocks ----------------------------------------------------------------
+
+    def _check(self, func: Any, operator_name: str) -> None:
+        ensure_serializable(func, f"{operator_name} on {self.name}")
+
+    def _derive(self, operator_name: str, rdd_func: Callable[[RDD], RDD]) -> DStream:
+        """A stream whose RDD at t is ``rdd_func(parent RDD at t)``."""
+        from .transformed import TransformedDStream
+
+        return TransformedDStream(self._ssc, [self], operator_name, lambda rdds, _t: rdd_func(rdds[0]))
+
+    # ---- narrow transformations -------------------------------------------------------
+
+    def map(self, f: Callable[[Any], Any], preserves_partitioning: bool = False) -> DStream:
+        self._check(f, "map")
+        return self._derive("map", lambda rdd: rdd.map(f))
+
+    def flat_map(self, f: Callable[[Any], Iterable[Any]], preserves_partitioning: bool = False) -> DStream:
+        self._check(f, "flat_map")
+        return self._derive("flat_map", lambda rdd: rdd.flat_map(f))
+
+    def filter(self, f: Callable[[Any], bool]) -> DStream:
+        self._check(f, "filter")
+        return self._derive("filter", lambda rdd: rdd.filter(f))
+
+    def map_partitions(self, f: Callable[[Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False) -> DStream:
+        self._check(f, "map_partitions")
+        return self._derive("map_partitions", lambda rdd: rdd.map_partitions(f))
+
+    def map_partitions_with_index(
+        self, f: Callable[[int, Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
+    ) -> DStream:
+        self._check(f, "map_partitions_with_index")
+        return self._derive("map_partitions_with_index", lambda rdd: rdd.map_partitions_with_index(f))
+
+    def map_values(self, f: Callable[[Any], Any]) -> DStream:
+        self._check(f, "map_values")
+        return self._derive("map_values", lambda rdd: rdd.map_values(f))
+
+    def flat_map_values(self, f: Callable[[Any], Iterable[Any]]) -> DStream:
+        self._check(f, "flat_map_values")
+        return self._derive("flat_map_values", lambda rdd: rdd.flat_map_values(f))
+
+    def glom(self) -> DStream:
+        return self._derive("glom", lambda rdd: rdd.glom())
+
+    def key_by(self, f: Callable[[Any], Any]) -> DStream:
+        self._check(f, "key_by")
+        return self._derive("key_by", lambda rdd: rdd.key_by(f))
+
+    # ---- per-batch aggregations ---------------------------------------------------------
+
+    def reduce(self, f: Callable[[Any, Any], Any]) -> DStream:
+        """One record per batch: the batch's records reduced with ``f`` (none if empty)."""
+        self._check(f, "reduce")
+        return self.map(lambda x: (None, x)).reduce_by_key(f, 1).map(operator.itemgetter(1))
+
+    def count(self) -> DStream:
+        """One record per batch: its number of records (0 for an empty batch)."""
+        return self._derive(
+            "count",
+            lambda rdd: rdd.map_partitions(lambda it: [sum(1 for _ in it)])
+            .union(rdd._runner.from_partitions([[0]]))
+            .map(lambda c: (None, c))
+            .reduce_by_key(operator.add, 1)
+            .map(operator.itemgetter(1)),
+        )
+
+    def count_by_value(self, num_partitions: int | None = None) -> DStream:
+        return self.map(lambda x: (x, 1)).reduce_by_key(operator.add, num_partitions)
+
+    def reduce_by_key(
+        self, func: Callable[[Any, Any], Any], num_partitions: int | None = None
+    ) -> DStream:
+        self._check(func, "reduce_by_key")
+        return self._derive("reduce_by_key", lambda rdd: rdd.reduce_by_key(func, num_partitions))
+
+    def combine_by_key(
+        self,
+        create_combiner: Callable[[Any], Any],
+        merge_value: Callable[[Any, Any], Any],
+        merge_combiners: Callable[[Any, Any], Any],
+        num_partitions: int | None = None,
+    ) -> DStream:
+        self._check((create_combiner, merge_value, merge_combiners), "combine_by_key")
+        return self._derive(
+            "combine_by_key",
+            lambda rdd: rdd.combine_by_key(
+                create_combiner, merge_value, merge_combiners, num_partitions
+            ),
+        )
+
+    def group_by_key(self, num_partitions: int | None = None) -> DStream:
+        return self._derive("group_by_key", lambda rdd: rdd.group_by_key(num_partitions))
+
+    def partition_by(
+        self, num_partitions: int, partition_func: Callable[[Any], int] = stable_hash
+    ) -> DStream:
+        self._check(partition_func, "partition_by")
+        return self._derive(
+            "partition_by", lambda rdd: rdd.partition_by(num_partitions, partition_func)
+        )
+
+    def repartition(self, num_partitions: int) -> DStream:
+        return self._derive("repartition", lambda rdd: rdd.repartition(num_partitions))
+
+    # ---- arbitrary RDD functions ----------------------------------------------------------
+
+    def transform(self, func: Callable[..., RDD]) -> DStream:
+        """``func(rdd)`` or ``func(time, rdd)`` -> RDD, run on the driver each batch."""
+        from .transformed import TransformedDStream
+
+        with_time = takes_time(func, 1)
+        return TransformedDStream(
+            self._ssc,
+            [self],
+            "transform",
+            lambda rdds, t: func(to_seconds(t), rdds[0]) if with_time else func(rdds[0]),
+        )
+
+    def transform_with(self, func: Callable[..., RDD], other: DStream, keep_serializer: bool = False) -> DStream:
+        """``func(rdd_a, rdd_b)`` or ``func(time, rdd_a, rdd_b)`` -> RDD."""
+        from .transformed import TransformedDStream
+
+        self._require_same_slide(other, "transform_with")
+        with_time = takes_time(func, 2)
+        return TransformedDStream(
+            self._ssc,
+            [self, other],
+            "transform_with",
+            lambda rdds, t: func(to_seconds(t), *rdds) if with_time else func(*rdds),
+        )
+
+    def _require_same_slide(self, other: DStream, what: str) -> None:
+        if other.slide_ms != self.slide_ms:
+            raise ValueError(
+                f"{what}: the streams slide differently ({self.slide_duration:g} s and "
+                f"{other.slide_duration:g} s)"
+            )
+
+    def _binary(self, other: DStream, what: str, func: Callable[[RDD, RDD], RDD]) -> DStream:
+        from .transformed import TransformedDStream
+
+        self._require_same_slide(other, what)
+        return TransformedDStream(self._ssc, [self, other], what, lambda rdds, _t: func(*rdds))
+
+    def union(self, other: DStream) -> DStream:
+        from .transformed import UnionDStream
+
+        self._require_same_slide(other, "union")
+        return UnionDStream(self._ssc, [self, other])
+
+    def cogroup(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        return self._binary(other, "cogroup", lambda a, b: a.cogroup(b, num_partitions=num_partitions))
+
+    def join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        return self._binary(other, "join", lambda a, b: a.join(b, num_partitions))
+
+    def left_outer_join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        return self._binary(other, "left_outer_join", lambda a, b: a.left_outer_join(b, num_partitions))
+
+    def right_outer_join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        return self._binary(other, "right_outer_join", lambda a, b: a.right_outer_join(b, num_partitions))
+
+    def full_outer_join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        return self._binary(other, "full_outer_join", lambda a, b: a.full_outer_join(b, num_partitions))
+
+    # ---- persistence and history --------------------------------------------------------
+
+    def cache(self) -> DStream:
+        self._persist = True
+        return self
+
+    def persist(self, storage_level: Any = None) -> DStream:
+        return self.cache()
+
+    def checkpoint(self, interval: float) -> DStream:
+        """Checkpoint this stream's RDDs every ``interval`` seconds (used by stateful streams)."""
+        interval_ms = to_ms(interval, "checkpoint interval")
+        require_multiple(interval_ms, self.slide_ms, "checkpoint interval")
+        self.checkpoint_ms = interval_ms
+        self._persist = True
+        return self
+
+    def slice(self, begin: float, end: float) -> list[RDD]:
+        """The RDDs this stream generated for times in [begin, end] that it still remembers."""
+        begin_ms, end_ms = to_ms(begin, "begin"), to_ms(end, "end")
+        return [rdd for t, rdd in sorted(self._generated.items()) if begin_ms <= t <= end_ms]
+
+    # ---- output operations --------------------------------------------------------------
+
+    def foreach_rdd(self, func: Callable[..., Any]) -> None:
+        """Run ``func(rdd)`` or ``func(time, rdd)`` every batch; may be a coroutine function.
+
+        A plain function runs on a worker thread, so blocking actions (``rdd.collect()``)
+        work as in PySpark; a coroutine function runs on the loop and uses ``acollect()``.
+        """
+        from .output import ForEachDStream
+
+        ForEachDStream(self, func, "foreach_rdd")
+
+    def pprint(self, num: int = 10) -> None:
+        from .output import pprint_batch
+
+        self._output(pprint_batch(num), f"pprint({num})")
+
+    def save_as_text_files(self, prefix: str, suffix: str | None = None) -> None:
+        from .output import save_batch
+
+        self._output(save_batch(prefix, suffix, text=True), "save_as_text_files")
+
+    def save_as_object_files(self, prefix: str, suffix: str | None = None) -> None:
+        from .output import save_batch
+
+        self._output(save_batch(prefix, suffix, text=False), "save_as_object_files")
+
+    def _output(self, func: Callable[..., Any], name: str) -> None:
+        from .output import ForEachDStream
+
+        ForEachDStream(self, func, name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} slide={self.slide_duration:g}s>"

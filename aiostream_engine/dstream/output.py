@@ -1,0 +1,139 @@
+"""Output operations: the streams that turn each batch into a job."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..rdd.core import RDD
+from ..timeutil import to_seconds
+from .base import DStream
+from .functions import is_async_callable, takes_time
+
+
+@dataclass
+class Job:
+    """One output operation of one batch."""
+
+    time_ms: int
+    output_id: int
+    name: str
+    run: Callable[[], Awaitable[None]]
+
+
+class ForEachDStream(DStream):
+    """Calls a function with each batch's RDD of its parent."""
+
+    def __init__(self, parent: DStream, func: Callable[..., Any], name: str) -> None:
+        parent._check(func, name)
+        super().__init__(parent.context, [parent], name)
+        self._func = func
+        self._with_time = takes_time(func, 1)
+        self._is_async = is_async_callable(func)
+        self.output_id = parent.context._register_output(self)
+
+    def compute(self, time_ms: int) -> RDD | None:
+        return self.dependencies[0].get_or_compute(time_ms)
+
+    def generate_job(self, time_ms: int) -> Job | None:
+        rdd = self.get_or_compute(time_ms)
+        if rdd is None:
+            return None
+        args: tuple[Any, ...] = (to_seconds(time_ms), rdd) if self._with_time else (rdd,)
+
+        async def run() -> None:
+            if self._is_async:
+                await self._func(*args)
+            else:  # blocking PySpark-style code: off the loop, actions bridge back to it
+                await anyio.to_thread.run_sync(self._func, *args)
+
+        return Job(time_ms, self.output_id, f"{self.name} on {self.dependencies[0].name}", run)
+
+
+def format_batch_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def pprint_batch(num: int) -> Callable[[float, RDD], Awaitable[None]]:
+    """PySpark's pprint layout: a time header, the first ``num`` records, '...' if more."""
+
+    async def pprint(time: float, rdd: RDD) -> None:
+        taken = await rdd.atake(num + 1)
+        lines = ["-------------------------------------------",
+                 f"Time: {format_batch_time(time)}",
+                 "-------------------------------------------"]
+        lines += [str(record) for record in taken[:num]]
+        if len(taken) > num:
+            lines.append("...")
+        print("\n".join(lines) + "\n", flush=True)
+
+    return pprint
+
+
+def batch_directory(prefix: str, suffix: str | None, time: float) -> str:
+    name = f"{prefix}-{round(time * 1000)}"
+    return f"{name}.{suffix}" if suffix else name
+
+
+def _write_text_part(directory: str) -> Callable[[int, Iterator[Any]], list[int]]:
+    def write(index: int, records: Iterator[Any]) -> list[int]:
+        count = 0
+        with open(os.path.join(directory, f"part-{index:05d}"), "w", encoding="utf-8") as out:
+            for record in records:
+                out.write(f"{record}\n")
+                count += 1
+        return [count]
+
+    return write
+
+
+def _write_object_part(directory: str) -> Callable[[int, Iterator[Any]], list[int]]:
+    def write(index: int, records: Iterator[Any]) -> list[int]:
+        items = list(records)
+        with open(os.path.join(directory, f"part-{index:05d}"), "wb") as out:
+            pickle.dump(items, out, protocol=pickle.HIGHEST_PROTOCOL)
+        return [len(items)]
+
+    return write
+
+
+def _replace_directory(staging: str, target: str) -> None:
+    """Move a finished batch directory into place; a re-run batch replaces, never appends."""
+    with open(os.path.join(staging, "_SUCCESS"), "w"):
+        pass
+    if os.path.exists(target):
+        trash = f"{target}.old-{uuid.uuid4().hex}"
+        os.rename(target, trash)
+        os.rename(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staging, target)
+
+
+def save_batch(prefix: str, suffix: str | None, *, text: bool) -> Callable[[float, RDD], Awaitable[None]]:
+    """Write each partition to ``<prefix>-<batch ms>[.suffix]/part-NNNNN`` atomically."""
+
+    async def save(time: float, rdd: RDD) -> None:
+        target = batch_directory(prefix, suffix, time)
+        parent, name = os.path.split(os.path.abspath(target))
+        staging = os.path.join(parent, f".{name}.staging-{uuid.uuid4().hex}")
+        await anyio.to_thread.run_sync(lambda: os.makedirs(staging, exist_ok=True))
+        writer = _write_text_part(staging) if text else _write_object_part(staging)
+        try:
+            await rdd.map_partitions_with_index(writer).acollect()
+            await anyio.to_thread.run_sync(_replace_directory, staging, target)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))
+            raise
+
+    return save

@@ -1,0 +1,64 @@
+"""Exceptions the engine raises; each names what failed and where."""
+
+from __future__ import annotations
+
+
+class StreamingError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigurationError(StreamingError, ValueError):
+    """A configuration value or a combination of values is invalid."""
+
+
+class NotSerializableError(StreamingError, TypeError):
+    """A user function cannot travel to the executor (cloudpickle refused it)."""
+
+    def __init__(self, operator: str, cause: BaseException) -> None:
+        super().__init__(
+            f"the function given to {operator} cannot be serialized with cloudpickle: "
+            f"{type(cause).__name__}: {cause}"
+        )
+        self.operator = operator
+
+
+class OperatorError(StreamingError):
+    """A user function raised inside an operator; carries the operator's name.
+
+    Raised in the worker; it must pickle, so it keeps the cause's text, not the cause.
+    """
+
+    def __init__(self, operator: str, cause_type: str, cause_text: str, trace: str = "") -> None:
+        super().__init__(operator, cause_type, cause_text, trace)
+        self.operator = operator
+        self.cause_type = cause_type
+        self.cause_text = cause_text
+        self.trace = trace
+
+    def __str__(self) -> str:
+        return f"{self.operator} raised {self.cause_type}: {self.cause_text}"
+
+
+class JobFailedError(StreamingError):
+    """An output operation of one batch failed after every retry."""
+
+    def __init__(self, batch_time: float, output_operation: str, cause: BaseException) -> None:
+        super().__init__(
+            f"batch {batch_time:g}: output operation {output_operation} failed: {cause}"
+        )
+        self.batch_time = batch_time
+        self.output_operation = output_operation
+        self.cause = cause
+
+
+class TaskFailedError(StreamingError):
+    """A task failed task_max_failures times in a row."""
+
+    def __init__(self, description: str, attempts: int, cause: BaseException) -> None:
+        super().__init__(f"{description} failed {attempts} time(s); last error: {cause}")
+        self.attempts = attempts
+        self.cause = cause
+
+
+class ContextStateError(StreamingError, RuntimeError):
+    """The StreamingContext is used in a state that does not allow the call."""

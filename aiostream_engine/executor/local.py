@@ -1,0 +1,33 @@
+"""``local``: tasks run in this process.
+
+Running a task on the event loop thread would stall receivers and the batch clock for as
+long as the task takes, so tasks run on one worker thread (anyio's thread pool). That is
+the only thread the engine starts itself, and only for this backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..rdd.tasks import TaskPlan, execute_task
+
+
+class LocalBackend:
+    def __init__(self, threads: int = 1) -> None:
+        self._limiter = anyio.CapacityLimiter(threads)
+
+    @property
+    def cores(self) -> int:
+        return int(self._limiter.total_tokens)
+
+    async def start(self) -> None:
+        return None
+
+    async def run(self, plan: TaskPlan, index: int) -> list[Any]:
+        return await anyio.to_thread.run_sync(execute_task, plan, index, limiter=self._limiter)
+
+    async def stop(self) -> None:
+        return None

@@ -1,0 +1,133 @@
+"""``local[N]`` / ``local[*]``: tasks run on a pool of worker processes.
+
+Each worker is a subprocess (``executor/worker.py``) spoken to over its stdin/stdout pipes
+with asyncio streams, so the event loop only awaits I/O. Why not
+``concurrent.futures.ProcessPoolExecutor``: it re-imports the user's ``__main__`` in every
+spawned worker (PySpark-style scripts without a main guard would run twice), and one dead
+worker breaks the whole pool, failing every task in flight. Here a dead worker fails only
+its own task (``WorkerLostError``, retried by the runner) and is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import sys
+from typing import Any
+
+import anyio
+import cloudpickle
+
+from ..rdd.tasks import TaskPlan
+from .base import WorkerLostError
+from .protocol import ERROR, HEADER
+
+_STREAM_LIMIT = 1 << 20
+
+
+class _Worker:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def call(self, payload: bytes) -> tuple[bytes, bytes]:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write(HEADER.pack(len(payload)))
+            stdin.write(payload)
+            await stdin.drain()
+            size = HEADER.unpack(await stdout.readexactly(HEADER.size))[0]
+            body = await stdout.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
+            raise WorkerLostError(
+                f"worker process {self.pid} died (exit code {self.process.returncode})"
+            ) from exc
+        return body[:1], body[1:]
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+    async def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            with anyio.fail_after(5):
+                await self.process.wait()
+        except TimeoutError:
+            self.kill()
+            await self.process.wait()
+
+
+class ProcessPoolBackend:
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("a process pool needs at least one worker")
+        self._size = workers
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._all: set[_Worker] = set()
+        self.replacements = 0
+
+    @property
+    def cores(self) -> int:
+        return self._size
+
+    async def _spawn(self) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiostream_engine.executor.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=_STREAM_LIMIT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        worker = _Worker(process)
+        self._all.add(worker)
+        return worker
+
+    async def start(self) -> None:
+        self._idle = asyncio.Queue()
+        for worker in await asyncio.gather(*(self._spawn() for _ in range(self._size))):
+            self._idle.put_nowait(worker)
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the live workers (tests kill one of them)."""
+        return [w.pid for w in self._all]
+
+    async def run(self, plan: TaskPlan, index: int) -> list[Any]:
+        if self._idle is None:
+            raise RuntimeError("the process pool is not started")
+        payload = cloudpickle.dumps((plan, index), protocol=pickle.HIGHEST_PROTOCOL)
+        worker = await self._idle.get()
+        healthy = False
+        try:
+            status, body = await worker.call(payload)
+            healthy = True
+        finally:
+            if healthy:
+                self._idle.put_nowait(worker)
+            else:  # died, or cancelled mid-task: its pipe state is unknown, replace it
+                await self._replace(worker)
+        if status == ERROR:
+            raise cloudpickle.loads(body)
+        return pickle.loads(body)
+
+    async def _replace(self, worker: _Worker) -> None:
+        self._all.discard(worker)
+        worker.kill()
+        with anyio.CancelScope(shield=True):
+            await worker.process.wait()
+            replacement = await self._spawn()
+        self.replacements += 1
+        assert self._idle is not None
+        self._idle.put_nowait(replacement)
+
+    async def stop(self) -> None:
+        workers, self._all = list(self._all), set()
+        self._idle = None
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*(w.close() for w in workers))

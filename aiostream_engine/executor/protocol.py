@@ -1,0 +1,12 @@
+"""The frame format between the driver and a worker process.
+
+Frame: 8-byte big-endian length, then a payload. Request payload: cloudpickle of
+``(plan, index)``. Response: one status byte (``RESULT`` / ``ERROR``) and a pickle.
+"""
+
+from __future__ import annotations
+
+import struct
+
+HEADER = struct.Struct(">Q")
+RESULT, ERROR = b"R", b"E"

@@ -1,0 +1,123 @@
+"""TaskRunner: runs an RDD's tasks on the backend, with retries and a bound on tasks in flight.
+
+It is also what PySpark calls the SparkContext for RDDs: ``parallelize`` and ``empty_rdd``
+build RDDs, and ``run_sync`` lets blocking code (a plain ``foreach_rdd`` function on a
+worker thread, or a script's main thread) run an action on the engine's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
+
+import anyio
+
+from ..conf import StreamingConf
+from ..errors import ContextStateError, TaskFailedError
+from ..rdd.core import RDD, ParallelCollectionRDD
+from ..rdd.tasks import TaskPlan
+from .base import ExecutorBackend
+
+T = TypeVar("T")
+
+
+class TaskRunner:
+    def __init__(self, backend: ExecutorBackend, conf: StreamingConf) -> None:
+        self.backend = backend
+        self.conf = conf
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        limit = conf.max_concurrent_tasks or 2 * backend.cores
+        self._in_flight = anyio.Semaphore(limit)
+        self.tasks_run = 0
+        self.task_failures = 0
+
+    @property
+    def default_parallelism(self) -> int:
+        return self.conf.default_parallelism or self.backend.cores
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        await self.backend.start()
+
+    async def stop(self) -> None:
+        await self.backend.stop()
+
+    # ---- RDD construction ---------------------------------------------------------------
+
+    def parallelize(self, data: Iterable[Any], num_slices: int | None = None) -> RDD:
+        items = list(data)
+        n = max(1, num_slices or self.default_parallelism)
+        size, extra = divmod(len(items), n)
+        partitions, start = [], 0
+        for i in range(n):
+            end = start + size + (1 if i < extra else 0)
+            partitions.append(items[start:end])
+            start = end
+        return ParallelCollectionRDD(self, partitions)
+
+    def from_partitions(self, partitions: list[list[Any]], name: str = "input") -> RDD:
+        return ParallelCollectionRDD(self, partitions, name)
+
+    def empty_rdd(self) -> RDD:
+        return ParallelCollectionRDD(self, [], "empty")
+
+    emptyRDD = empty_rdd  # noqa: N815 - PySpark's name
+
+    # ---- running tasks ------------------------------------------------------------------
+
+    async def run_tasks(self, plans: list[TaskPlan], description: str) -> list[list[Any]]:
+        """Run every plan (partition i is plans[i]) and return their outputs in order."""
+        if not plans:
+            return []
+        if len(plans) == 1:
+            return [await self._run_with_retries(plans[0], 0, description)]
+        results: list[list[Any]] = [[] for _ in plans]
+        failure: list[BaseException] = []
+
+        async def run_one(i: int, scope: anyio.CancelScope) -> None:
+            try:
+                results[i] = await self._run_with_retries(plans[i], i, description)
+            except Exception as exc:  # first failure cancels the rest, then surfaces as is
+                failure.append(exc)
+                scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(plans)):
+                tg.start_soon(run_one, i, tg.cancel_scope)
+        if failure:
+            raise failure[0]
+        return results
+
+    async def _run_with_retries(self, plan: TaskPlan, index: int, description: str) -> list[Any]:
+        attempts = self.conf.task_max_failures
+        last: BaseException | None = None
+        for _ in range(attempts):
+            try:
+                async with self._in_flight:
+                    result = await self.backend.run(plan, index)
+                self.tasks_run += 1
+                return result
+            except Exception as exc:  # every task error is retried, then reported
+                self.task_failures += 1
+                last = exc
+        assert last is not None
+        raise TaskFailedError(f"task {index} of {description}", attempts, last) from last
+
+    # ---- blocking bridge ----------------------------------------------------------------
+
+    def run_sync(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run an async action from blocking code; refuses on the event loop itself."""
+        if self._loop is None or self._loop.is_closed():
+            coroutine.close()
+            raise ContextStateError("the streaming context is not running")
+        if threading.get_ident() == self._loop_thread:
+            coroutine.close()
+            raise ContextStateError(
+                "a blocking RDD action was called on the event loop; in async code use the "
+                "awaitable form (await rdd.acollect(), acount(), atake(), ...)"
+            )
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

@@ -1,0 +1,521 @@
+"""RDD: one batch's data as partitions plus lazy lineage.
+
+Narrow operators append a ``Stage`` to their parent's task plans, so a chain of them runs
+as one function per partition (one task). Wide operators cut the lineage at a shuffle: the
+map side runs the parent's fused stages and splits records into buckets (combining values
+per key first where the operator allows), the reduce side merges one bucket list per
+partition. Actions are coroutines named with an ``a`` prefix (``acollect``); their plain
+names block the calling thread and are for code that runs off the event loop (a plain
+``foreach_rdd`` function, a script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import operator as op
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..hashing import stable_hash
+from .aggregation import (
+    concat,
+    group_values,
+    merge_combiners_by,
+    split_tagged,
+)
+from .tasks import RecordsInput, ShuffleInput, ShuffleWrite, Stage, TaskPlan
+
+if TYPE_CHECKING:
+    from ..executor.runner import TaskRunner
+
+
+def _first(pair: Any) -> Any:
+    return pair[0]
+
+
+class RDD:
+    """A partitioned, lazily computed collection (one batch of one DStream)."""
+
+    def __init__(self, runner: TaskRunner, num_partitions: int, name: str) -> None:
+        self._runner = runner
+        self.num_partitions = num_partitions
+        self.name = name
+        self._persisted = False
+        self._cached: list[list[Any]] | None = None
+        self._cache_lock: asyncio.Lock | None = None
+
+    # ---- planning -----------------------------------------------------------------------
+
+    async def _plans(self) -> list[TaskPlan]:
+        """The task of each partition; computes shuffle map sides and cached parents."""
+        if self._persisted:
+            return [TaskPlan(RecordsInput(part)) for part in await self._materialize()]
+        return await self._uncached_plans()
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        raise NotImplementedError
+
+    async def _materialize(self) -> list[list[Any]]:
+        if self._cache_lock is None:
+            self._cache_lock = asyncio.Lock()
+        async with self._cache_lock:
+            if self._cached is None:
+                plans = await self._uncached_plans()
+                self._cached = await self._runner.run_tasks(plans, f"{self.name} (cache)")
+            return self._cached
+
+    def getNumPartitions(self) -> int:  # noqa: N802 - PySpark's name
+        return self.num_partitions
+
+    def __repr__(self) -> str:
+        return f"<RDD {self.name} partitions={self.num_partitions}>"
+
+    # ---- narrow operations (fused) ------------------------------------------------------
+
+    def _pipe(self, operator: str, function: Callable[[int, Iterator[Any]], Iterable[Any]]) -> RDD:
+        return PipelinedRDD(self, Stage(operator, function))
+
+    def map_partitions_with_index(
+        self, f: Callable[[int, Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
+    ) -> RDD:
+        return self._pipe("map_partitions_with_index", f)
+
+    def map_partitions(
+        self, f: Callable[[Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
+    ) -> RDD:
+        return self._pipe("map_partitions", lambda _, it: f(it))
+
+    def map(self, f: Callable[[Any], Any], preserves_partitioning: bool = False) -> RDD:
+        return self._pipe("map", lambda _, it: map(f, it))
+
+    def flat_map(self, f: Callable[[Any], Iterable[Any]], preserves_partitioning: bool = False) -> RDD:
+        return self._pipe("flat_map", lambda _, it: itertools.chain.from_iterable(map(f, it)))
+
+    def filter(self, f: Callable[[Any], bool]) -> RDD:
+        return self._pipe("filter", lambda _, it: filter(f, it))
+
+    def map_values(self, f: Callable[[Any], Any]) -> RDD:
+        return self._pipe("map_values", lambda _, it: ((k, f(v)) for k, v in it))
+
+    def flat_map_values(self, f: Callable[[Any], Iterable[Any]]) -> RDD:
+        return self._pipe("flat_map_values", lambda _, it: ((k, x) for k, v in it for x in f(v)))
+
+    def key_by(self, f: Callable[[Any], Any]) -> RDD:
+        return self._pipe("key_by", lambda _, it: ((f(x), x) for x in it))
+
+    def glom(self) -> RDD:
+        return self._pipe("glom", lambda _, it: [list(it)])
+
+    def keys(self) -> RDD:
+        return self._pipe("keys", lambda _, it: map(_first, it))
+
+    def values(self) -> RDD:
+        return self._pipe("values", lambda _, it: (pair[1] for pair in it))
+
+    def union(self, other: RDD) -> RDD:
+        return UnionRDD([self, other])
+
+    def cartesian(self, other: RDD) -> RDD:
+        raise NotImplementedError("cartesian is not supported on streaming RDDs")
+
+    # ---- wide operations (shuffles) -----------------------------------------------------
+
+    def _parallelism(self, num_partitions: int | None) -> int:
+        return num_partitions or self._runner.default_parallelism
+
+    def combine_by_key(
+        self,
+        create_combiner: Callable[[Any], Any],
+        merge_value: Callable[[Any, Any], Any],
+        merge_combiners: Callable[[Any, Any], Any],
+        num_partitions: int | None = None,
+        partition_func: Callable[[Any], int] = stable_hash,
+    ) -> RDD:
+        n = self._parallelism(num_partitions)
+        write = ShuffleWrite(n, "combine_by_key", partition_func, create_combiner, merge_value)
+        return ShuffledRDD(self, write, merge_combiners_by(merge_combiners), "combine_by_key")
+
+    def reduce_by_key(
+        self,
+        func: Callable[[Any, Any], Any],
+        num_partitions: int | None = None,
+        partition_func: Callable[[Any], int] = stable_hash,
+    ) -> RDD:
+        n = self._parallelism(num_partitions)
+        write = ShuffleWrite(n, "reduce_by_key", partition_func, _identity, func)
+        return ShuffledRDD(self, write, merge_combiners_by(func), "reduce_by_key")
+
+    def fold_by_key(
+        self, zero_value: Any, func: Callable[[Any, Any], Any], num_partitions: int | None = None
+    ) -> RDD:
+        return self.combine_by_key(
+            lambda v: func(zero_value, v), func, func, num_partitions
+        )
+
+    def aggregate_by_key(
+        self,
+        zero_value: Any,
+        seq_func: Callable[[Any, Any], Any],
+        comb_func: Callable[[Any, Any], Any],
+        num_partitions: int | None = None,
+    ) -> RDD:
+        return self.combine_by_key(
+            lambda v: seq_func(zero_value, v), seq_func, comb_func, num_partitions
+        )
+
+    def group_by_key(
+        self, num_partitions: int | None = None, partition_func: Callable[[Any], int] = stable_hash
+    ) -> RDD:
+        # Like Spark, no map-side combine: grouping into lists saves nothing.
+        write = ShuffleWrite(self._parallelism(num_partitions), "group_by_key", partition_func)
+        return ShuffledRDD(self, write, group_values, "group_by_key")
+
+    def group_by(self, f: Callable[[Any], Any], num_partitions: int | None = None) -> RDD:
+        return self.key_by(f).group_by_key(num_partitions)
+
+    def partition_by(
+        self, num_partitions: int | None, partition_func: Callable[[Any], int] = stable_hash
+    ) -> RDD:
+        write = ShuffleWrite(self._parallelism(num_partitions), "partition_by", partition_func)
+        return ShuffledRDD(self, write, concat, "partition_by")
+
+    def repartition(self, num_partitions: int) -> RDD:
+        write = ShuffleWrite(num_partitions, "repartition", by_position=True)
+        return ShuffledRDD(self, write, concat, "repartition")
+
+    def coalesce(self, num_partitions: int, shuffle: bool = False) -> RDD:
+        return self.repartition(num_partitions)
+
+    def distinct(self, num_partitions: int | None = None) -> RDD:
+        return (
+            self.map(lambda x: (x, None))
+            .reduce_by_key(lambda a, _: a, num_partitions)
+            .map(_first)
+        )
+
+    def cogroup(self, *others: RDD, num_partitions: int | None = None) -> RDD:
+        """(key, (values of self, values of other, ...)) for every key of any side."""
+        sides = (self, *others)
+        tagged = UnionRDD(
+            [side.map_values(_tagger(i)) for i, side in enumerate(sides)]
+        )
+        split = split_tagged(len(sides))
+        return tagged.group_by_key(num_partitions).map_values(split)
+
+    group_with = cogroup
+
+    def join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
+            lambda vw: ((v, w) for v in vw[0] for w in vw[1])
+        )
+
+    def left_outer_join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
+            lambda vw: ((v, w) for v in vw[0] for w in (vw[1] or [None]))
+        )
+
+    def right_outer_join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
+            lambda vw: ((v, w) for v in (vw[0] or [None]) for w in vw[1])
+        )
+
+    def full_outer_join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
+            lambda vw: ((v, w) for v in (vw[0] or [None]) for w in (vw[1] or [None]))
+        )
+
+    def subtract_by_key(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        return self.cogroup(other, num_partitions=num_partitions).flat_map(
+            lambda kv: ((kv[0], v) for v in kv[1][0]) if not kv[1][1] else ()
+        )
+
+    def sort_by_key(self, ascending: bool = True, num_partitions: int | None = None,
+                    keyfunc: Callable[[Any], Any] = lambda k: k) -> RDD:
+        """Sorts into one partition (streaming batches are small; no range partitioner)."""
+        return self.repartition(1).map_partitions(
+            lambda it: sorted(it, key=lambda kv: keyfunc(kv[0]), reverse=not ascending)
+        )
+
+    def sort_by(self, keyfunc: Callable[[Any], Any], ascending: bool = True) -> RDD:
+        return self.repartition(1).map_partitions(
+            lambda it: sorted(it, key=keyfunc, reverse=not ascending)
+        )
+
+    # ---- persistence --------------------------------------------------------------------
+
+    def cache(self) -> RDD:
+        self._persisted = True
+        return self
+
+    def persist(self, storage_level: Any = None) -> RDD:
+        return self.cache()
+
+    def unpersist(self, blocking: bool = False) -> RDD:
+        self._persisted = False
+        self._cached = None
+        return self
+
+    @property
+    def is_cached(self) -> bool:
+        return self._persisted
+
+    # ---- actions: async ------------------------------------------------------------------
+
+    async def _run(self, plans: list[TaskPlan] | None = None, what: str = "") -> list[list[Any]]:
+        plans = await self._plans() if plans is None else plans
+        return await self._runner.run_tasks(plans, what or self.name)
+
+    async def acollect_partitions(self) -> list[list[Any]]:
+        return await self._run()
+
+    async def acollect(self) -> list[Any]:
+        return [x for part in await self._run() for x in part]
+
+    async def acount(self) -> int:
+        counted = self._pipe("count", lambda _, it: [sum(1 for _ in it)])
+        return sum(x for part in await counted._run() for x in part)
+
+    async def atake(self, num: int) -> list[Any]:
+        """The first ``num`` records, computing as few partitions as needed."""
+        if num <= 0:
+            return []
+        plans = await self._plans()
+        taken: list[Any] = []
+        start, step = 0, 1
+        while start < len(plans) and len(taken) < num:
+            chunk = plans[start : start + step]
+            limited = [p.then(Stage("take", _limit(num - len(taken)))) for p in chunk]
+            for part in await self._run(limited, f"{self.name} (take)"):
+                taken.extend(part)
+            start += step
+            step *= 4
+        return taken[:num]
+
+    async def afirst(self) -> Any:
+        got = await self.atake(1)
+        if not got:
+            raise ValueError("RDD is empty")
+        return got[0]
+
+    async def ais_empty(self) -> bool:
+        return not await self.atake(1)
+
+    async def areduce(self, f: Callable[[Any, Any], Any]) -> Any:
+        partial = self._pipe("reduce", lambda _, it: _reduce_partition(f, it))
+        values = [x for part in await partial._run() for x in part]
+        if not values:
+            raise ValueError("cannot reduce an empty RDD")
+        result = values[0]
+        for value in values[1:]:
+            result = f(result, value)
+        return result
+
+    async def afold(self, zero_value: Any, f: Callable[[Any, Any], Any]) -> Any:
+        partial = self._pipe("fold", lambda _, it: [_fold(zero_value, f, it)])
+        return _fold(zero_value, f, (x for part in await partial._run() for x in part))
+
+    async def asum(self) -> Any:
+        return await self.afold(0, op.add)
+
+    async def amax(self, key: Callable[[Any], Any] | None = None) -> Any:
+        return max(await self.acollect(), key=key)
+
+    async def amin(self, key: Callable[[Any], Any] | None = None) -> Any:
+        return min(await self.acollect(), key=key)
+
+    async def aforeach_partition(self, f: Callable[[Iterator[Any]], Any]) -> None:
+        await self._pipe("foreach_partition", lambda _, it: _drain(f(it)))._run()
+
+    async def aforeach(self, f: Callable[[Any], Any]) -> None:
+        await self._pipe("foreach", lambda _, it: _drain(map(f, it)))._run()
+
+    async def acount_by_value(self) -> dict[Any, int]:
+        counted = self._pipe("count_by_value", lambda _, it: _count_partition(it).items())
+        totals: defaultdict[Any, int] = defaultdict(int)
+        for part in await counted._run():
+            for value, count in part:
+                totals[value] += count
+        return totals
+
+    async def acount_by_key(self) -> dict[Any, int]:
+        return await self.keys().acount_by_value()
+
+    async def acollect_as_map(self) -> dict[Any, Any]:
+        return dict(await self.acollect())
+
+    async def atake_ordered(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        partial = self._pipe("take_ordered", lambda _, it: heapq.nsmallest(num, it, key=key))
+        return heapq.nsmallest(num, await partial.acollect(), key=key)
+
+    async def atop(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        partial = self._pipe("top", lambda _, it: heapq.nlargest(num, it, key=key))
+        return heapq.nlargest(num, await partial.acollect(), key=key)
+
+    # ---- actions: blocking (off the event loop) ------------------------------------------
+
+    def collect(self) -> list[Any]:
+        return self._runner.run_sync(self.acollect())
+
+    def count(self) -> int:
+        return self._runner.run_sync(self.acount())
+
+    def take(self, num: int) -> list[Any]:
+        return self._runner.run_sync(self.atake(num))
+
+    def first(self) -> Any:
+        return self._runner.run_sync(self.afirst())
+
+    def is_empty(self) -> bool:
+        return self._runner.run_sync(self.ais_empty())
+
+    def reduce(self, f: Callable[[Any, Any], Any]) -> Any:
+        return self._runner.run_sync(self.areduce(f))
+
+    def fold(self, zero_value: Any, f: Callable[[Any, Any], Any]) -> Any:
+        return self._runner.run_sync(self.afold(zero_value, f))
+
+    def sum(self) -> Any:
+        return self._runner.run_sync(self.asum())
+
+    def max(self, key: Callable[[Any], Any] | None = None) -> Any:
+        return self._runner.run_sync(self.amax(key))
+
+    def min(self, key: Callable[[Any], Any] | None = None) -> Any:
+        return self._runner.run_sync(self.amin(key))
+
+    def foreach_partition(self, f: Callable[[Iterator[Any]], Any]) -> None:
+        self._runner.run_sync(self.aforeach_partition(f))
+
+    def foreach(self, f: Callable[[Any], Any]) -> None:
+        self._runner.run_sync(self.aforeach(f))
+
+    def count_by_value(self) -> dict[Any, int]:
+        return self._runner.run_sync(self.acount_by_value())
+
+    def count_by_key(self) -> dict[Any, int]:
+        return self._runner.run_sync(self.acount_by_key())
+
+    def collect_as_map(self) -> dict[Any, Any]:
+        return self._runner.run_sync(self.acollect_as_map())
+
+    def take_ordered(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        return self._runner.run_sync(self.atake_ordered(num, key))
+
+    def top(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        return self._runner.run_sync(self.atop(num, key))
+
+
+# ---- RDD kinds ---------------------------------------------------------------------------
+
+
+class ParallelCollectionRDD(RDD):
+    """Data already on the driver, one list per partition (queue items, received blocks)."""
+
+    def __init__(self, runner: TaskRunner, partitions: list[list[Any]], name: str = "parallelize"):
+        super().__init__(runner, len(partitions), name)
+        self._partitions = partitions
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        return [TaskPlan(RecordsInput(part)) for part in self._partitions]
+
+    @property
+    def partitions(self) -> list[list[Any]]:
+        return self._partitions
+
+
+class PipelinedRDD(RDD):
+    """A narrow operator: the parent's tasks with one more fused stage."""
+
+    def __init__(self, parent: RDD, stage: Stage) -> None:
+        super().__init__(parent._runner, parent.num_partitions, stage.operator)
+        self._parent = parent
+        self._stage = stage
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        return [plan.then(self._stage) for plan in await self._parent._plans()]
+
+
+class UnionRDD(RDD):
+    """The partitions of several RDDs side by side (no shuffle)."""
+
+    def __init__(self, rdds: list[RDD]) -> None:
+        super().__init__(rdds[0]._runner, sum(r.num_partitions for r in rdds), "union")
+        self._rdds = rdds
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        plans = await asyncio.gather(*(r._plans() for r in self._rdds))
+        return [p for group in plans for p in group]
+
+
+class ShuffledRDD(RDD):
+    """The reduce side of a shuffle; running it first runs the parent's map tasks."""
+
+    def __init__(
+        self,
+        parent: RDD,
+        write: ShuffleWrite,
+        merge: Callable[[list[list[Any]]], Iterable[Any]],
+        name: str,
+    ) -> None:
+        super().__init__(parent._runner, write.num_partitions, name)
+        self._parent = parent
+        self._write = write
+        self._merge = merge
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        map_plans = [
+            TaskPlan(p.input, p.stages, self._write, p.description)
+            for p in await self._parent._plans()
+        ]
+        outputs = await self._runner.run_tasks(map_plans, f"{self.name} (map side)")
+        return [
+            TaskPlan(ShuffleInput([out[i] for out in outputs], self._merge, self.name))
+            for i in range(self.num_partitions)
+        ]
+
+
+# ---- small task-side helpers (module level so they pickle by reference) ----------------
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _tagger(side: int) -> Callable[[Any], tuple[int, Any]]:
+    return lambda v: (side, v)
+
+
+def _limit(num: int) -> Callable[[int, Iterator[Any]], Iterable[Any]]:
+    return lambda _, it: itertools.islice(it, num)
+
+
+def _drain(it: Any) -> list[Any]:
+    if it is not None:
+        for _ in it:
+            pass
+    return []
+
+
+def _reduce_partition(f: Callable[[Any, Any], Any], it: Iterator[Any]) -> list[Any]:
+    sentinel = object()
+    result: Any = sentinel
+    for x in it:
+        result = x if result is sentinel else f(result, x)
+    return [] if result is sentinel else [result]
+
+
+def _fold(zero: Any, f: Callable[[Any, Any], Any], it: Iterable[Any]) -> Any:
+    result = zero
+    for x in it:
+        result = f(result, x)
+    return result
+
+
+def _count_partition(it: Iterator[Any]) -> dict[Any, int]:
+    counts: dict[Any, int] = {}
+    for x in it:
+        counts[x] = counts.get(x, 0) + 1
+    return counts

@@ -1,0 +1,72 @@
+"""The Receiver: a long-running async reader of one source.
+
+Subclass it and implement ``on_start``: read the source and ``await self.store(record)``
+until it ends (return) or fails (raise: the supervisor restarts it with backoff).
+``on_stop`` releases what ``on_start`` opened; it runs after every run, failed or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ContextStateError
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from .supervisor import ReceiverSupervisor
+
+
+class Receiver:
+    """Base class of every receiver (socket, simulator, MQTT, user-defined)."""
+
+    #: A short name for listeners and the UI; defaults to the class name.
+    name: str = ""
+
+    def __init__(self) -> None:
+        self._supervisor: ReceiverSupervisor | None = None
+
+    # ---- to implement -------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Read the source, storing records, until it ends or fails."""
+        raise NotImplementedError
+
+    async def on_stop(self) -> None:
+        """Release resources; called after each run of ``on_start``."""
+        return None
+
+    # ---- available to implementations --------------------------------------------------
+
+    def _require_supervisor(self) -> ReceiverSupervisor:
+        if self._supervisor is None:
+            raise ContextStateError(f"receiver {self.display_name} is not running")
+        return self._supervisor
+
+    @property
+    def display_name(self) -> str:
+        return self.name or type(self).__name__
+
+    @property
+    def clock(self) -> Clock:
+        return self._require_supervisor().clock
+
+    async def store(self, record: Any) -> None:
+        """Store one record; waits while the block queue is full or the rate limit holds."""
+        await self._require_supervisor().blocks.store(record)
+
+    async def store_many(self, records: Iterable[Any]) -> None:
+        """Store several records as one unit."""
+        await self._require_supervisor().blocks.store_many(records)
+
+    def restart(self, reason: str, error: BaseException | None = None) -> None:
+        """Stop this run and start again after the restart delay."""
+        self._require_supervisor().request_restart(reason, error)
+
+    def report_error(self, error: BaseException | str) -> None:
+        """Tell listeners about a problem without stopping (a bad record, a retry)."""
+        self._require_supervisor().report_error(error)
+
+    @property
+    def is_stopped(self) -> bool:
+        return self._supervisor is None or self._supervisor.stopping

@@ -1,0 +1,1 @@
+"""Output connectors (shipped as ``aiostream_engine.sinks``)."""

@@ -1,0 +1,1 @@
+"""Input connectors (shipped as ``aiostream_engine.sources``)."""
