@@ -131,7 +131,9 @@ class DStream(WindowOperations, StateOperations):
         self._check(f, "filter")
         return self._derive("filter", lambda rdd: rdd.filter(f))
 
-    def map_partitions(self, f: Callable[[Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False) -> DStream:
+    def map_partitions(
+        self, f: Callable[[Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
+    ) -> DStream:
         self._check(f, "map_partitions")
         return self._derive("map_partitions", lambda rdd: rdd.map_partitions(f))
 
@@ -226,7 +228,9 @@ class DStream(WindowOperations, StateOperations):
             lambda rdds, t: func(to_seconds(t), rdds[0]) if with_time else func(rdds[0]),
         )
 
-    def transform_with(self, func: Callable[..., RDD], other: DStream, keep_serializer: bool = False) -> DStream:
+    def transform_with(
+        self, func: Callable[..., RDD], other: DStream, keep_serializer: bool = False
+    ) -> DStream:
         """``func(rdd_a, rdd_b)`` or ``func(time, rdd_a, rdd_b)`` -> RDD."""
         from .transformed import TransformedDStream
 
