@@ -304,14 +304,20 @@ class StreamingContext:
         await self._task_group.__aenter__()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        assert self._task_group is not None
         try:
             if self.state is State.ACTIVE:
                 await self._stop_async(graceful=False)
-        finally:
-            assert self._task_group is not None
-            result = await self._task_group.__aexit__(*exc_info)
-        return result
+        except BaseException:
+            await self._task_group.__aexit__(exc_type, exc, tb)
+            raise
+        if exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class()):
+            return await self._task_group.__aexit__(exc_type, exc, tb)
+        # The engine has stopped, so the group only waits; the body's own exception then
+        # propagates as itself instead of wrapped in an ExceptionGroup.
+        await self._task_group.__aexit__(None, None, None)
+        return None
 
     async def _start_async(self) -> None:
         if self.state is not State.INITIALIZED:

@@ -1,0 +1,121 @@
+"""Executor backends: worker death, event-loop responsiveness, retries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import anyio
+import pytest
+
+from aiostream_engine import ManualClock, StreamingConf, StreamingContext
+from aiostream_engine.executor.master import backend_for
+from aiostream_engine.executor.process_pool import ProcessPoolBackend
+from aiostream_engine.executor.runner import TaskRunner
+from aiostream_engine.testing import advance_batches, collect_batches
+
+pytestmark = pytest.mark.anyio
+
+
+def _burn(seconds: float):  # type: ignore[no-untyped-def]
+    def work(x: int) -> int:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return x
+
+    return work
+
+
+def _announce_then_burn(seconds: float):  # type: ignore[no-untyped-def]
+    burn = _burn(seconds)
+
+    def work(x: int) -> int:
+        os.kill(os.getppid(), signal.SIGUSR1)  # tell the driver: a task is running now
+        return burn(x)
+
+    return work
+
+
+async def test_worker_killed_mid_batch_loses_no_record_and_stream_goes_on() -> None:
+    clock = ManualClock()
+    batches = [list(range(i * 10, i * 10 + 10)) for i in range(3)]
+    async with StreamingContext(1.0, master="local[2]", clock=clock) as ssc:
+        out = collect_batches(ssc.queue_stream(batches).map(_announce_then_burn(0.05)))
+        await ssc.start()
+        backend = ssc.spark_context.backend
+        assert isinstance(backend, ProcessPoolBackend)
+        victim = backend.worker_pids()[0]
+        with anyio.open_signal_receiver(signal.SIGUSR1) as task_started:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(advance_batches, ssc, 1)
+                async for _ in task_started:  # both workers are inside a task of batch 1
+                    break
+                os.kill(victim, signal.SIGKILL)
+        assert backend.replacements == 1
+        assert victim not in backend.worker_pids()
+        await advance_batches(ssc, 2)
+    assert ssc.errors == []
+    assert [sorted(r) for _, r in out] == batches
+
+
+async def test_event_loop_stays_responsive_during_cpu_heavy_batch() -> None:
+    """2 s of CPU work on local[2]; a 10 ms ticker on the loop must never lag 50 ms."""
+    lags: list[float] = []
+    async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
+        out = collect_batches(
+            ssc.queue_stream([ssc.spark_context.parallelize(range(8), 4)]).map(_burn(0.5))
+        )
+        await ssc.start()
+        finished = anyio.Event()
+
+        async def ticker() -> None:
+            while not finished.is_set():
+                start = time.perf_counter()
+                await anyio.sleep(0.01)
+                lags.append(time.perf_counter() - start - 0.01)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            started = time.perf_counter()
+            await advance_batches(ssc, 1)
+            elapsed = time.perf_counter() - started
+            finished.set()
+    assert sorted(out[0][1]) == list(range(8))
+    assert elapsed >= 1.9  # 8 x 0.5 s of CPU on two workers
+    assert len(lags) > 100
+    assert max(lags) < 0.05, f"event loop lagged {max(lags) * 1000:.0f} ms"
+
+
+@pytest.mark.parametrize("master", ["local", "local[2]"])
+async def test_task_retried_until_it_succeeds(master: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A task failing twice then succeeding is retried (task_max_failures=4)."""
+    marker = tmp_path / "attempts"
+
+    def flaky(x: int) -> int:
+        with open(marker, "a") as f:
+            f.write("x")
+        if len(marker.read_text()) < 3:
+            raise RuntimeError("transient")
+        return x * 2
+
+    runner = TaskRunner(backend_for(master), StreamingConf())
+    await runner.start()
+    try:
+        assert await runner.parallelize([1, 2, 3], 1).map(flaky).acollect() == [2, 4, 6]
+        assert runner.task_failures == 2
+    finally:
+        await runner.stop()
+
+
+async def test_worker_process_does_not_import_user_main_module() -> None:
+    runner = TaskRunner(backend_for("local[1]"), StreamingConf())
+    await runner.start()
+    try:
+        mains = await runner.parallelize([0], 1).map(
+            lambda _: __import__("sys").modules["__main__"].__spec__.name
+        ).acollect()
+    finally:
+        await runner.stop()
+    assert mains == ["aiostream_engine.executor.worker"]
