@@ -28,36 +28,49 @@ def _burn(seconds: float):  # type: ignore[no-untyped-def]
     return work
 
 
-def _announce_then_burn(seconds: float):  # type: ignore[no-untyped-def]
+def _announce_then_burn(address: str, seconds: float):  # type: ignore[no-untyped-def]
     burn = _burn(seconds)
 
     def work(x: int) -> int:
-        os.kill(os.getppid(), signal.SIGUSR1)  # tell the driver: a task is running now
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as announce:  # tell the test: a task runs now
+            announce.connect(address)
         return burn(x)
 
     return work
 
 
-async def test_worker_killed_mid_batch_loses_no_record_and_stream_goes_on() -> None:
+async def test_worker_killed_mid_batch_loses_no_record_and_stream_goes_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
     clock = ManualClock()
     batches = [list(range(i * 10, i * 10 + 10)) for i in range(3)]
+    address = str(tmp_path / "announce.sock")
+    listener = await anyio.create_unix_listener(address)
     async with StreamingContext(1.0, master="local[2]", clock=clock) as ssc:
-        out = collect_batches(ssc.queue_stream(batches).map(_announce_then_burn(0.05)))
+        out = collect_batches(ssc.queue_stream(batches).map(_announce_then_burn(address, 0.05)))
         await ssc.start()
         backend = ssc.spark_context.backend
         assert isinstance(backend, ProcessPoolBackend)
         victim = backend.worker_pids()[0]
-        with anyio.open_signal_receiver(signal.SIGUSR1) as task_started:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(advance_batches, ssc, 1)
-                async for _ in task_started:  # both workers are inside a task of batch 1
-                    break
-                os.kill(victim, signal.SIGKILL)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_kill_on_first_announcement, listener, victim)
+            await advance_batches(ssc, 3)
+            await listener.aclose()
         assert backend.replacements == 1
         assert victim not in backend.worker_pids()
-        await advance_batches(ssc, 2)
     assert ssc.errors == []
     assert [sorted(r) for _, r in out] == batches
+
+
+async def _kill_on_first_announcement(listener, victim: int) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL a worker as soon as a task of batch 1 runs; then answer the other tasks."""
+    await (await listener.accept()).aclose()
+    os.kill(victim, signal.SIGKILL)
+    try:
+        while True:
+            await (await listener.accept()).aclose()
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        return
 
 
 async def test_event_loop_stays_responsive_during_cpu_heavy_batch() -> None:
