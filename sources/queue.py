@@ -17,8 +17,8 @@ class QueueInputDStream(InputDStream):
     """Each batch takes the next item (or, with ``one_at_a_time=False``, all of them).
 
     Items may be lists (split over the default parallelism) or RDDs.
-    Items can be appended to ``queue`` while running. Like Spark's, the queue is consumed
-    as batches are generated and cannot be replayed after a restart.
+    Items can be appended to ``queue`` while running. After a crash the user's setup code
+    rebuilds the same queue, so a batch is replayed by the positions of the items it took.
     """
 
     def __init__(
@@ -32,6 +32,10 @@ class QueueInputDStream(InputDStream):
         self.queue: deque[RDD | Iterable[Any]] = deque(items)
         self._one_at_a_time = one_at_a_time
         self._default = default
+        self._consumed = 0
+        self._descriptors: dict[int, list[int]] = {}
+        self._replays: dict[int, list[int]] = {}
+        self._replay_items: dict[int, RDD | Iterable[Any]] = {}
 
     def _as_rdd(self, item: RDD | Iterable[Any]) -> RDD:
         if isinstance(item, RDD):
@@ -39,19 +43,48 @@ class QueueInputDStream(InputDStream):
         return self._ssc.spark_context.parallelize(item)
 
     def compute(self, time_ms: int) -> RDD | None:
-        if self.queue:
-            if self._one_at_a_time:
-                rdd = self._as_rdd(self.queue.popleft())
-            else:
-                rdds = [self._as_rdd(item) for item in self.queue]
-                self.queue.clear()
-                rdd = rdds[0]
-                for other in rdds[1:]:
-                    rdd = rdd.union(other)
-        elif self._default is not None:
-            rdd = self._as_rdd(self._default)
+        if time_ms in self._replays:
+            indices = self._replays.pop(time_ms)
+            rdd = self._combine([self._replay_items.pop(i) for i in indices])
+        elif self.queue:
+            count = 1 if self._one_at_a_time else len(self.queue)
+            indices = list(range(self._consumed, self._consumed + count))
+            rdd = self._combine([self.queue.popleft() for _ in indices])
+            self._consumed += count
         else:
+            indices = []
+            rdd = self._as_rdd(self._default) if self._default is not None else None
+        self._descriptors[time_ms] = indices
+        if rdd is None:
             rdd = self._ssc.spark_context.empty_rdd()
         if isinstance(rdd, ParallelCollectionRDD):
             self._records[time_ms] = sum(len(p) for p in rdd.partitions)
         return rdd
+
+    def _combine(self, items: list[RDD | Iterable[Any]]) -> RDD:
+        rdds = [self._as_rdd(item) for item in items]
+        rdd = rdds[0]
+        for other in rdds[1:]:
+            rdd = rdd.union(other)
+        return rdd
+
+    # ---- recovery: items are identified by their position in the queue ---------------
+
+    replayable = True
+
+    def take_batch_descriptor(self, time_ms: int) -> list[int]:
+        return self._descriptors.pop(time_ms, [])
+
+    def position(self) -> int:
+        return self._consumed
+
+    def restore(self, position: int, replays: dict[int, list[int]]) -> None:
+        """The queue was rebuilt by the user's setup code: skip what was consumed, keeping
+        the items the replayed batches need."""
+        needed = {i for indices in replays.values() for i in indices}
+        for index in range(min(position, len(self.queue))):
+            item = self.queue.popleft()
+            if index in needed:
+                self._replay_items[index] = item
+        self._consumed = position
+        self._replays = {t: list(indices) for t, indices in replays.items() if indices}

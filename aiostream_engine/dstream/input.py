@@ -37,6 +37,24 @@ class InputDStream(DStream):
     async def stop(self) -> None:
         return None
 
+    # ---- recovery: sources that can give a batch's data again -------------------------
+
+    #: Whether ``restore`` can generate past batches again (queue, files, Kafka, WAL).
+    replayable = False
+
+    def take_batch_descriptor(self, time_ms: int) -> Any:
+        """What batch t read, as plain picklable data (None: nothing to record)."""
+        return None
+
+    def position(self) -> Any:
+        """Where the next new batch starts reading (plain picklable data)."""
+        return None
+
+    def restore(self, position: Any, replays: dict[int, Any]) -> None:
+        """Resume after ``position``; each batch in ``replays`` (time -> descriptor) is
+        generated again from its descriptor, the same data as before the crash."""
+        return None
+
 
 class ReceiverInputDStream(InputDStream):
     """An input stream fed by a Receiver; each block received becomes one partition."""
