@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from .checkpoint import CheckpointStore
 from .clock import Clock, SystemClock
 from .conf import StreamingConf
 from .dstream.base import DStream
@@ -36,6 +37,14 @@ from .loop_thread import LoopThread, in_async_context
 from .rdd.core import RDD
 from .receiver.base import Receiver
 from .receiver.tracker import ReceiverTracker
+from .recovery import (
+    CheckpointManager,
+    RecoveryPlan,
+    default_interval_ms,
+    history_streams,
+    load_plan,
+    stateful_streams,
+)
 from .scheduler.batch_info import BatchInfo
 from .scheduler.job_generator import JobGenerator
 from .scheduler.job_scheduler import JobScheduler
@@ -98,6 +107,8 @@ class StreamingContext:
         self._host_future: Any = None
         self._remember_ms: int | None = None
         self.checkpoint_dir: str | None = None
+        self._recovery: RecoveryPlan | None = None
+        self._checkpoints: CheckpointManager | None = None
 
     # ---- graph registration -------------------------------------------------------------
 
@@ -135,8 +146,35 @@ class StreamingContext:
         self._remember_ms = to_ms(duration, "remember duration")
 
     def checkpoint(self, directory: str) -> None:
-        """Enable checkpointing into ``directory`` (used by stateful streams)."""
+        """Checkpoint into ``directory``: metadata every batch, state every checkpoint
+        interval. Stateful and inverse-window streams require it."""
         self.checkpoint_dir = directory
+
+    @classmethod
+    def get_or_create(
+        cls,
+        checkpoint_path: str,
+        setup: Callable[[], StreamingContext],
+        *,
+        fresh: Iterable[str] = (),
+    ) -> StreamingContext:
+        """Build the context with ``setup()``; if ``checkpoint_path`` holds a checkpoint,
+        resume it: state comes back by each stateful stream's stable name, pending and
+        missed batches run again. A stateful stream that was removed or changed is refused,
+        unless named in ``fresh`` (then it starts empty)."""
+        plan = load_plan(CheckpointStore(checkpoint_path))
+        ssc = setup()
+        if not isinstance(ssc, StreamingContext):
+            raise TypeError("get_or_create: setup() must return a StreamingContext")
+        if ssc.checkpoint_dir is None:
+            ssc.checkpoint(checkpoint_path)
+        if plan is not None:
+            plan.fresh = set(fresh)
+            plan.check_graph(stateful_streams(ssc._streams), ssc.batch_ms)
+            ssc._recovery = plan
+        return ssc
+
+    getOrCreate = get_or_create  # noqa: N815
 
     # ---- sources ------------------------------------------------------------------------
 
@@ -213,17 +251,89 @@ class StreamingContext:
             raise ContextStateError(
                 "no output operations registered: add foreach_rdd, pprint or a save operation"
             )
+        stateful = stateful_streams(self._streams)
+        if stateful and self.checkpoint_dir is None:
+            raise ContextStateError(
+                f"{', '.join(stateful)} need(s) checkpointing: call ssc.checkpoint(directory) "
+                "before start"
+            )
+
+    def _prepare_graph(self) -> int:
+        """Set the batch clock's zero time on every stream; returns the first batch time."""
+        plan = self._recovery
+        if plan is not None:
+            zero_ms, first_ms = plan.zero_ms, plan.resume_from_ms + self.batch_ms
+        else:
+            first_ms = self._job_generator.first_batch_time()
+            zero_ms = first_ms - self.batch_ms
+        for output in self._outputs:
+            output.initialize(zero_ms)
+            output.remember(self._remember_ms or 0)
+        if self.checkpoint_dir is not None:
+            stateful = stateful_streams(self._streams)
+            interval = self.conf.checkpoint_interval
+            self._checkpoints = CheckpointManager(
+                CheckpointStore(self.checkpoint_dir),
+                self.batch_ms,
+                zero_ms,
+                to_ms(interval) if interval else default_interval_ms(
+                    [s.slide_ms for s in stateful.values()] or [self.batch_ms]
+                ),
+                self._inputs,
+                stateful,
+                history_streams(self._streams),
+                plan,
+            )
+        if plan is not None:
+            self._restore(plan)
+        return first_ms
+
+    def _restore(self, plan: RecoveryPlan) -> None:
+        for name, stream in stateful_streams(self._streams).items():
+            if name in plan.state and name not in plan.fresh:
+                stream.restore_checkpoint_data(plan.state[name]["data"])  # type: ignore[attr-defined]
+        for name, stream in history_streams(self._streams).items():
+            for time_ms, partitions in plan.history.get(name, {}).items():
+                stream._generated[time_ms] = self._runner.from_partitions(partitions, stream.name)
+        after = plan.resume_from_ms
+        for stream in self._inputs:
+            replays = {
+                t: inputs[stream.id]
+                for t, inputs in plan.batches.items()
+                if t > after and stream.id in inputs
+            }
+            stream.restore(plan.positions.get(stream.id), replays)
+
+    async def _replay(self, plan: RecoveryPlan) -> None:
+        """Recompute completed batches after the state checkpoint without output, then run
+        the batches that were pending at the crash."""
+        stateful = list(stateful_streams(self._streams).values())
+        for time_ms in plan.silent_times():
+            self._receiver_tracker.allocate(time_ms)
+            for stream in self._inputs:
+                await stream.prepare(time_ms)
+            for output in self._outputs:
+                output.dependencies[0].get_or_compute(time_ms)
+            for stream in stateful:
+                rdd = stream.get_or_compute(time_ms)
+                if rdd is not None:
+                    await rdd.acollect_partitions()
+            for stream in self._inputs:
+                stream.records_at(time_ms)
+            assert self._checkpoints is not None
+            await self._checkpoints.batch_generated(time_ms)
+            await self._batch_completed(time_ms)
+            self._job_generator.last_generated_ms = time_ms
+        for time_ms in plan.pending_times():
+            await self._job_generator.generate(time_ms)
 
     async def _engine(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Owns every task of the running engine; returns when the context has stopped."""
         self._validate()
         self._stop_request = anyio.Event()
         self._changed = anyio.Event()
-        first_ms = self._job_generator.first_batch_time()
-        zero_ms = first_ms - self.batch_ms
-        for output in self._outputs:
-            output.initialize(zero_ms)
-            output.remember(self._remember_ms or 0)
+        first_ms = self._prepare_graph()
+        plan = self._recovery
         receivers = [s for s in self._inputs if isinstance(s, ReceiverInputDStream)]
         try:
             async with anyio.create_task_group() as tg:
@@ -234,6 +344,10 @@ class StreamingContext:
                 tg.start_soon(self._bus.run, name="listener bus")
                 tg.start_soon(self._job_scheduler.run, name="job scheduler")
                 await tg.start(self._receiver_tracker.run, receivers, name="receivers")
+                if plan is not None:
+                    self._job_generator.first_batch_ms = first_ms
+                    await self._replay(plan)
+                    first_ms = self._job_generator.next_batch_ms()
                 await tg.start(self._job_generator.run, first_ms, name="batch clock")
                 self.state = State.ACTIVE
                 self._bus.post(StreamingStarted(self.clock.now()))
@@ -284,9 +398,13 @@ class StreamingContext:
             self._report_error(JobFailedError(to_seconds(time_ms), "job generation", exc))
             jobs = []
         records = {s.id: s.records_at(time_ms) for s in self._inputs}
+        if self._checkpoints is not None:
+            await self._checkpoints.batch_generated(time_ms)
         await self._job_scheduler.submit(time_ms, jobs, records)
 
-    def _batch_completed(self, time_ms: int) -> None:
+    async def _batch_completed(self, time_ms: int) -> None:
+        if self._checkpoints is not None:
+            await self._checkpoints.batch_completed(time_ms)
         for output in self._outputs:
             output.clear_metadata(time_ms)
         self._receiver_tracker.forget_batch(time_ms)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -39,7 +39,7 @@ class JobScheduler:
         conf: StreamingConf,
         clock: Clock,
         bus: ListenerBus,
-        on_batch_completed: Callable[[int], None],
+        on_batch_completed: Callable[[int], Awaitable[None]],
         on_error: Callable[[BaseException], None],
     ) -> None:
         self._clock = clock
@@ -75,7 +75,7 @@ class JobScheduler:
             async for job_set in self._receive:
                 if not job_set.jobs:
                     job_set.info.processing_start_time = self._clock.now()
-                    self._complete(job_set)
+                    await self._complete(job_set)
                 for job in job_set.jobs:
                     await self._slots.acquire()
                     tg.start_soon(self._run_job, job_set, job)
@@ -96,20 +96,22 @@ class JobScheduler:
                 self._on_error(JobFailedError(info.batch_time, job.name, exc))
             op.end_time = self._clock.now()
             self._bus.post(OutputOperationCompleted(op))
+            job_set.remaining -= 1
+            if job_set.remaining == 0:
+                # Still holding the job slot: with one slot, the next batch starts only after
+                # this one's completion work (its state checkpoint) is done.
+                await self._complete(job_set)
         finally:
             self._slots.release()
-        job_set.remaining -= 1
-        if job_set.remaining == 0:
-            self._complete(job_set)
 
-    def _complete(self, job_set: JobSet) -> None:
+    async def _complete(self, job_set: JobSet) -> None:
         job_set.info.processing_end_time = self._clock.now()
+        await self._on_batch_completed(job_set.time_ms)
         self.history.append(job_set.info)
         self._completed.append(job_set.time_ms)
         self.pending -= 1
         self.last_completed_ms = max(self.last_completed_ms or job_set.time_ms, job_set.time_ms)
         self._bus.post(BatchCompleted(job_set.info))
-        self._on_batch_completed(job_set.time_ms)
         self._progress.set()
         self._progress = anyio.Event()
 
