@@ -16,8 +16,8 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -55,6 +55,24 @@ if TYPE_CHECKING:
     from .sources.simulator import SensorSimulator
 
 log = logging.getLogger("aiostream_engine")
+T = TypeVar("T")
+
+
+class Ready(Generic[T]):
+    """What a lifecycle call returns in blocking mode: already done, yet awaitable, so
+    ``await ssc.start()`` and ``ssc.start()`` type-check the same way."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.value
+        yield  # makes this a generator
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
 
 
 class State(enum.Enum):
@@ -289,12 +307,14 @@ class StreamingContext:
         return first_ms
 
     def _restore(self, plan: RecoveryPlan) -> None:
-        for name, stream in stateful_streams(self._streams).items():
+        for name, stateful in stateful_streams(self._streams).items():
             if name in plan.state and name not in plan.fresh:
-                stream.restore_checkpoint_data(plan.state[name]["data"])  # type: ignore[attr-defined]
-        for name, stream in history_streams(self._streams).items():
+                stateful.restore_checkpoint_data(plan.state[name]["data"])  # type: ignore[attr-defined]
+        for name, remembering in history_streams(self._streams).items():
             for time_ms, partitions in plan.history.get(name, {}).items():
-                stream._generated[time_ms] = self._runner.from_partitions(partitions, stream.name)
+                remembering._generated[time_ms] = self._runner.from_partitions(
+                    partitions, remembering.name
+                )
         after = plan.resume_from_ms
         for stream in self._inputs:
             replays = {
@@ -314,8 +334,8 @@ class StreamingContext:
                 await stream.prepare(time_ms)
             for output in self._outputs:
                 output.dependencies[0].get_or_compute(time_ms)
-            for stream in stateful:
-                rdd = stream.get_or_compute(time_ms)
+            for state_stream in stateful:
+                rdd = state_stream.get_or_compute(time_ms)
                 if rdd is not None:
                     await rdd.acollect_partitions()
             for stream in self._inputs:
@@ -474,12 +494,12 @@ class StreamingContext:
 
     # ---- lifecycle: both modes ----------------------------------------------------------
 
-    def start(self) -> Awaitable[None] | None:
+    def start(self) -> Awaitable[None]:
         """Start receiving and processing (awaitable in async code, blocking otherwise)."""
         if in_async_context():
             return self._start_async()
         self._start_blocking()
-        return None
+        return Ready(None)
 
     def stop(
         self,
@@ -488,7 +508,7 @@ class StreamingContext:
         *,
         graceful: bool | None = None,
         **pyspark_names: bool,
-    ) -> Awaitable[None] | None:
+    ) -> Awaitable[None]:
         """Stop; ``graceful=True`` first finishes every received record (Spark's order)."""
         graceful = bool(
             graceful if graceful is not None
@@ -497,20 +517,20 @@ class StreamingContext:
         if in_async_context():
             return self._stop_async(graceful)
         self._stop_blocking(graceful)
-        return None
+        return Ready(None)
 
-    def await_termination(self, timeout: float | None = None) -> Awaitable[bool] | bool:
+    def await_termination(self, timeout: float | None = None) -> Awaitable[bool]:
         """Wait until stopped (or ``timeout`` s); re-raises the first job failure.
 
-        Returns whether the context has terminated.
+        Gives whether the context has terminated (truthy in blocking mode too).
         """
         if in_async_context():
             return self._await_termination_async(timeout)
         self._terminated.wait(timeout)
         self._raise_first_error()
-        return self._terminated.is_set()
+        return Ready(self._terminated.is_set())
 
-    def await_termination_or_timeout(self, timeout: float) -> Awaitable[bool] | bool:
+    def await_termination_or_timeout(self, timeout: float) -> Awaitable[bool]:
         return self.await_termination(timeout)
 
     # ---- lifecycle: blocking ------------------------------------------------------------

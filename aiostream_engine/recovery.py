@@ -188,9 +188,8 @@ class CheckpointManager:
         self._stateful = stateful
         self._history = history
         self._lock = anyio.Lock()
-        self._sequence = itertools.count(
-            (store.latest(METADATA).time_ms + 1) if store.latest(METADATA) else 0
-        )
+        newest = store.latest(METADATA)
+        self._sequence = itertools.count(newest.time_ms + 1 if newest else 0)
         self._state_times: deque[int] = deque(maxlen=store.keep)
         self._batches: dict[int, dict[int, Any]] = {}
         self.last_generated_ms: int | None = None

@@ -36,7 +36,7 @@ class DStream(WindowOperations, StateOperations):
         self._ssc = ssc
         self.dependencies = dependencies
         self.name = name
-        self.slide_ms = slide_ms or (
+        self.slide_ms: int = slide_ms or (
             dependencies[0].slide_ms if dependencies else ssc.batch_ms
         )
         self._generated: dict[int, RDD] = {}

@@ -26,6 +26,13 @@ from .protocol import ERROR, HEADER
 _STREAM_LIMIT = 1 << 20
 
 
+def _driver_path() -> str:
+    """The driver's import path, so a worker can import what cloudpickle pickled by
+    reference (functions of modules the driver found through sys.path, e.g. test modules
+    that pytest put on it, or a script's sibling modules when run from elsewhere)."""
+    return os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
+
+
 class _Worker:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -83,7 +90,7 @@ class ProcessPoolBackend:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_STREAM_LIMIT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _driver_path()},
         )
         worker = _Worker(process)
         self._all.add(worker)

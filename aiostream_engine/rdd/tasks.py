@@ -39,10 +39,14 @@ def _guard(operator: str, make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
         ) from None
 
 
+def _stage_runner(stage: Stage, index: int, upstream: Iterator[Any]) -> Callable[[], Iterable[Any]]:
+    return lambda: stage.function(index, upstream)
+
+
 def run_stages(stages: tuple[Stage, ...], index: int, records: Iterator[Any]) -> Iterator[Any]:
     it: Iterator[Any] = records
     for stage in stages:
-        it = _guard(stage.operator, lambda s=stage, i=it: s.function(index, i))
+        it = _guard(stage.operator, _stage_runner(stage, index, it))
     return it
 
 
