@@ -356,11 +356,13 @@ class StreamingContext:
         plan = self._recovery
         receivers = [s for s in self._inputs if isinstance(s, ReceiverInputDStream)]
         try:
+            # Started outside the task group so that a failure (a missing directory, a pool
+            # that cannot start) reaches start() as itself, not wrapped in an ExceptionGroup.
+            await self._runner.start()
+            for stream in self._inputs:
+                await stream.start()
             async with anyio.create_task_group() as tg:
                 self._engine_scope = tg.cancel_scope
-                await self._runner.start()
-                for stream in self._inputs:
-                    await stream.start()
                 tg.start_soon(self._bus.run, name="listener bus")
                 tg.start_soon(self._job_scheduler.run, name="job scheduler")
                 await tg.start(self._receiver_tracker.run, receivers, name="receivers")

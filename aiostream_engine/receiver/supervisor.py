@@ -61,8 +61,8 @@ class ReceiverSupervisor:
 
     def request_restart(self, reason: str, error: BaseException | None = None) -> None:
         self._restart_reason = reason
-        if error is not None:
-            self.report_error(error)
+        log.info("receiver %s restarting: %s", self.receiver.display_name, reason)
+        self.report_error(f"restarting: {reason}" + (f" ({type(error).__name__}: {error})" if error else ""))
         if self._run_scope is not None:
             self._run_scope.cancel()
 
@@ -72,9 +72,12 @@ class ReceiverSupervisor:
         try:
             while not self.stopping:
                 self._restart_reason = None
+                stored_before = self.blocks.records_stored
                 failed = await self._run_once()
                 if self.stopping or not (failed or self._restart_reason):
                     break  # stopped, or the source ended
+                if self.blocks.records_stored > stored_before:
+                    delay = self._restart_delay  # it worked for a while: back off afresh
                 self.restarts += 1
                 # Exponential backoff with jitter, on the engine's clock.
                 pause = delay * (0.5 + random.random())

@@ -1,0 +1,119 @@
+"""text_file_stream: the lines of files newly moved into a directory (Spark's FileInputDStream).
+
+Receiver-less: before each batch t, ``prepare`` lists the directory and reads every file it
+has not seen before, in a worker thread so the event loop never waits on the disk. Each new
+file becomes one partition of the batch's RDD. Files must appear atomically (written
+elsewhere, then renamed in); names starting with ``.`` or ``_`` are ignored (temporary and
+marker files), and so are the files present when the stream starts (Spark's newFilesOnly).
+
+Seen names are remembered only while they remain in the directory, so memory follows the
+directory's size; a file deleted and later moved in again under the same name is read again.
+A file that vanishes before it is read, or is not valid UTF-8, is skipped, counted and
+logged; the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from aiostream_engine.dstream.input import InputDStream
+from aiostream_engine.rdd.core import RDD
+
+if TYPE_CHECKING:
+    from aiostream_engine.context import StreamingContext
+
+log = logging.getLogger("aiostream_engine.sources.files")
+
+
+def is_visible(name: str) -> bool:
+    """Hidden (``.``) and marker or temporary (``_``) names are not data files."""
+    return not name.startswith((".", "_"))
+
+
+def list_files(directory: Path) -> set[str]:
+    """Names of the visible regular files in ``directory``."""
+    with os.scandir(directory) as entries:
+        return {e.name for e in entries if is_visible(e.name) and e.is_file()}
+
+
+def read_lines(path: Path) -> list[str]:
+    """The file's lines, split like Hadoop's text input (``\\n``, ``\\r\\n`` or ``\\r``)."""
+    with open(path, encoding="utf-8") as file:  # universal newlines
+        lines = file.read().split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+@dataclass
+class Scan:
+    """What one listing found: the names present, the new files read, the files skipped."""
+
+    present: set[str]
+    files: list[list[str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan(directory: Path, seen: frozenset[str]) -> Scan:
+    """List ``directory`` and read the files not in ``seen`` (blocking: run it in a thread)."""
+    result = Scan(list_files(directory))
+    for name in sorted(result.present - seen):
+        path = directory / name
+        try:
+            result.files.append(read_lines(path))
+        except FileNotFoundError:
+            result.skipped.append((path, "it vanished before it could be read"))
+        except UnicodeDecodeError as exc:
+            result.skipped.append(
+                (path, f"it is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+            )
+        except OSError as exc:
+            result.skipped.append((path, f"it could not be read ({exc})"))
+    return result
+
+
+class TextFileInputDStream(InputDStream):
+    """Each batch holds the lines of the files moved into ``directory`` since the last one."""
+
+    def __init__(self, ssc: StreamingContext, directory: str | os.PathLike[str]) -> None:
+        super().__init__(ssc, f"text_file_stream({os.fspath(directory)})")
+        self.directory = Path(directory)
+        #: Files skipped because they vanished or could not be decoded or read.
+        self.skipped_files = 0
+        #: Batches for which the directory could not be listed (they hold no files).
+        self.failed_listings = 0
+        self._seen: frozenset[str] = frozenset()
+        self._prepared: tuple[int, RDD] | None = None
+
+    async def start(self) -> None:
+        if not await anyio.to_thread.run_sync(self.directory.is_dir):
+            raise FileNotFoundError(
+                f"{self.name}: directory {str(self.directory)!r} does not exist "
+                "or is not a directory"
+            )
+        self._seen = frozenset(await anyio.to_thread.run_sync(list_files, self.directory))
+
+    async def prepare(self, time_ms: int) -> None:
+        try:
+            found = await anyio.to_thread.run_sync(scan, self.directory, self._seen)
+        except OSError as exc:
+            self.failed_listings += 1
+            log.warning("%s: cannot list the directory, no files this batch: %s", self.name, exc)
+            found = Scan(set(self._seen))
+        self._seen = frozenset(found.present)
+        for path, reason in found.skipped:
+            self.skipped_files += 1
+            log.warning("%s: skipped file %s: %s", self.name, path, reason)
+        self._count(time_ms, found.files)
+        self._prepared = (time_ms, self._ssc.spark_context.from_partitions(found.files, self.name))
+
+    def compute(self, time_ms: int) -> RDD | None:
+        if self._prepared is not None and self._prepared[0] == time_ms:
+            return self._prepared[1]
+        return self._ssc.spark_context.empty_rdd()

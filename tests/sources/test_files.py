@@ -1,0 +1,146 @@
+"""text_file_stream on a real directory, on a ManualClock."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+import aiostream_engine.sources.files as files_source
+from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine.testing import advance_batches, collect_batches
+
+pytestmark = pytest.mark.anyio
+
+
+def move_in(directory: Path, name: str, content: bytes) -> None:
+    """Write a dot-file, then rename it into place: how producers publish atomically."""
+    temporary = directory / f".{name}.tmp"
+    temporary.write_bytes(content)
+    os.rename(temporary, directory / name)
+
+
+def context() -> StreamingContext:
+    return StreamingContext(1.0, master="local", clock=ManualClock(0.0))
+
+
+async def test_each_new_file_lands_in_exactly_one_batch_as_one_partition(tmp_path: Path) -> None:
+    move_in(tmp_path, "old.txt", b"present before the start\n")
+    async with context() as ssc:
+        stream = ssc.text_file_stream(str(tmp_path))
+        out = collect_batches(stream.glom())
+        await ssc.start()
+        move_in(tmp_path, "a.txt", b"a1\na2\n")
+        (tmp_path / ".in-progress").write_bytes(b"hidden\n")
+        (tmp_path / "_SUCCESS").write_bytes(b"marker\n")
+        (tmp_path / "subdir").mkdir()
+        infos = await advance_batches(ssc, 1)
+        move_in(tmp_path, "c.txt", b"c1\r\nc2\rc3")
+        move_in(tmp_path, "b.txt", b"")
+        infos += await advance_batches(ssc, 2)
+    assert out == [
+        (1.0, [["a1", "a2"]]),
+        (2.0, [[], ["c1", "c2", "c3"]]),
+        (3.0, []),
+    ]
+    assert [i.stream_id_to_num_records for i in infos] == [{0: 2}, {0: 3}, {0: 0}]
+    assert stream.skipped_files == 0
+
+
+async def test_a_name_removed_then_moved_in_again_is_a_new_file(tmp_path: Path) -> None:
+    async with context() as ssc:
+        out = collect_batches(ssc.text_file_stream(str(tmp_path)))
+        await ssc.start()
+        move_in(tmp_path, "data.txt", b"first\n")
+        await advance_batches(ssc, 1)
+        (tmp_path / "data.txt").unlink()
+        await advance_batches(ssc, 1)  # the name is forgotten: the seen set stays bounded
+        move_in(tmp_path, "data.txt", b"second\n")
+        await advance_batches(ssc, 1)
+    assert out == [(1.0, ["first"]), (2.0, []), (3.0, ["second"])]
+
+
+async def test_undecodable_file_is_skipped_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with context() as ssc:
+        stream = ssc.text_file_stream(str(tmp_path))
+        out = collect_batches(stream)
+        await ssc.start()
+        move_in(tmp_path, "good.txt", b"caf\xc3\xa9\n")
+        move_in(tmp_path, "latin1.txt", b"caf\xe9\n")
+        with caplog.at_level(logging.WARNING, "aiostream_engine.sources.files"):
+            await advance_batches(ssc, 1)
+        await advance_batches(ssc, 1)  # a skipped file is not retried
+    assert out == [(1.0, ["café"]), (2.0, [])]
+    assert stream.skipped_files == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"text_file_stream({tmp_path}): skipped file {tmp_path / 'latin1.txt'}: "
+        "it is not valid UTF-8 (invalid continuation byte at byte 3)"
+    ]
+    assert ssc.errors == []
+
+
+async def test_file_vanishing_between_listing_and_reading_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    read_lines = files_source.read_lines
+
+    def delete_first(path: Path) -> list[str]:
+        if path.name == "gone.txt":
+            path.unlink()  # the fault at the exact moment: listed, then deleted
+        return read_lines(path)
+
+    monkeypatch.setattr(files_source, "read_lines", delete_first)
+    async with context() as ssc:
+        stream = ssc.text_file_stream(str(tmp_path))
+        out = collect_batches(stream)
+        await ssc.start()
+        move_in(tmp_path, "gone.txt", b"never read\n")
+        move_in(tmp_path, "kept.txt", b"read\n")
+        with caplog.at_level(logging.WARNING, "aiostream_engine.sources.files"):
+            await advance_batches(ssc, 1)
+        move_in(tmp_path, "later.txt", b"the stream goes on\n")
+        await advance_batches(ssc, 1)
+    assert out == [(1.0, ["read"]), (2.0, ["the stream goes on"])]
+    assert stream.skipped_files == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"text_file_stream({tmp_path}): skipped file {tmp_path / 'gone.txt'}: "
+        "it vanished before it could be read"
+    ]
+
+
+async def test_directory_removed_while_running_gives_empty_batches(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "incoming"
+    directory.mkdir()
+    async with context() as ssc:
+        stream = ssc.text_file_stream(str(directory))
+        out = collect_batches(stream)
+        await ssc.start()
+        directory.rmdir()
+        with caplog.at_level(logging.WARNING, "aiostream_engine.sources.files"):
+            await advance_batches(ssc, 1)
+        directory.mkdir()
+        move_in(directory, "back.txt", b"back\n")
+        await advance_batches(ssc, 1)
+    assert out == [(1.0, []), (2.0, ["back"])]
+    assert stream.failed_listings == 1
+    assert [r.getMessage().split(": ")[:2] for r in caplog.records] == [
+        [f"text_file_stream({directory})", "cannot list the directory, no files this batch"]
+    ]
+    assert ssc.errors == []
+
+
+async def test_missing_directory_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    async with context() as ssc:
+        stream = ssc.text_file_stream(str(missing))
+        with pytest.raises(FileNotFoundError) as raised:
+            await stream.start()
+    assert str(raised.value) == (
+        f"text_file_stream({missing}): directory '{missing}' does not exist or is not a directory"
+    )
