@@ -1,0 +1,217 @@
+"""The IoT demo behind ``aiostream-engine demo``: simulated sensors, per-device aggregates.
+
+Pipeline (each batch)::
+
+    simulator_stream -> parse JSON (broken readings are counted, then dropped)
+                     -> key by device_id -> reduce_by_key to (count, temp sum, humidity sum)
+                     -> print the hottest devices' averages
+
+and a listener prints each completed batch's statistics (records, scheduling delay,
+processing time) from its BatchInfo. ``aggregate_readings`` is the pipeline on its own, so
+tests (and users) can run it on a ManualClock.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+import anyio
+import orjson
+
+from .context import StreamingContext
+from .dstream.base import DStream
+from .scheduler.batch_info import BatchInfo
+from .scheduler.listener import BatchCompleted, StreamingListener
+
+#: Key under which a batch's unparsable readings are counted (no device id looks like it).
+MALFORMED = "!malformed"
+
+Aggregate = tuple[int, float, float]  # (readings, sum of temp, sum of humidity)
+
+
+def parse_reading(line: str | bytes) -> tuple[str, Aggregate]:
+    """``(device_id, (1, temp, humidity))``; ``(MALFORMED, (1, 0.0, 0.0))`` for a reading
+    that is not valid JSON or lacks a field."""
+    try:
+        reading = orjson.loads(line)
+        return reading["device_id"], (1, float(reading["temp"]), float(reading["humidity"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return MALFORMED, (1, 0.0, 0.0)
+
+
+def add_aggregates(a: Aggregate, b: Aggregate) -> Aggregate:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def aggregate_readings(readings: DStream, num_partitions: int | None = None) -> DStream:
+    """Per batch: ``(device_id, (count, temp sum, humidity sum))`` for every device that
+    reported, plus ``(MALFORMED, (count, 0.0, 0.0))`` when some readings did not parse."""
+    return readings.map(parse_reading).reduce_by_key(add_aggregates, num_partitions)
+
+
+@dataclass
+class DemoTotals:
+    batches: int = 0
+    readings: int = 0
+    malformed: int = 0
+    processing: list[float] = field(default_factory=list)
+    stats: BatchStatsPrinter | None = None
+
+
+def format_batch_time(seconds: float) -> str:
+    """``HH:MM:SS.mmm`` of a batch time (local time)."""
+    return datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def format_results(time: float, aggregates: list[tuple[str, Aggregate]], top: int = 5) -> list[str]:
+    """The lines printed for one batch: a summary, then the ``top`` hottest devices."""
+    per_device = {key: value for key, value in aggregates if key != MALFORMED}
+    malformed = dict(aggregates).get(MALFORMED, (0, 0.0, 0.0))[0]
+    readings = sum(count for count, _, _ in per_device.values())
+    lines = [
+        f"== batch {format_batch_time(time)}: {readings} readings from {len(per_device)} "
+        f"devices, {malformed} malformed (dropped)"
+    ]
+    hottest = sorted(per_device.items(), key=lambda kv: (-kv[1][1] / kv[1][0], kv[0]))[:top]
+    if hottest:
+        lines.append(f"   {'device':<10} {'readings':>8} {'avg temp':>9} {'avg hum':>8}")
+        for device, (count, temp, humidity) in hottest:
+            lines.append(f"   {device:<10} {count:>8} {temp / count:>9.2f} {humidity / count:>8.1f}")
+    return lines
+
+
+def format_stats(info: BatchInfo) -> str:
+    return (
+        f"   stats {format_batch_time(info.batch_time)}: records {info.num_records}, "
+        f"scheduling delay {_ms(info.scheduling_delay)}, "
+        f"processing {_ms(info.processing_delay)}, total delay {_ms(info.total_delay)}"
+    )
+
+
+class BatchStatsPrinter(StreamingListener):
+    """Prints a statistics line for every completed batch and keeps the totals."""
+
+    def __init__(self, totals: DemoTotals, write: Callable[[str], Any]) -> None:
+        self.totals = totals
+        self._write = write
+        self.printed: set[float] = set()
+
+    def on_batch_completed(self, event: BatchCompleted) -> None:
+        self.show(event.batch_info)
+
+    def show(self, info: BatchInfo) -> None:
+        if info.batch_time in self.printed:
+            return
+        self.printed.add(info.batch_time)
+        if info.processing_delay is not None:
+            self.totals.processing.append(info.processing_delay)
+        self._write(format_stats(info))
+
+    def catch_up(self, history: list[BatchInfo]) -> None:
+        """Show batches whose completion event was not delivered (the engine stops its
+        listener bus right after the last batch)."""
+        for info in history:
+            self.show(info)
+
+
+def attach_demo(
+    ssc: StreamingContext, readings: DStream, out: TextIO = sys.stdout, top: int = 5
+) -> DemoTotals:
+    """Add the demo's output operation and statistics listener to ``ssc``."""
+    totals = DemoTotals()
+
+    def write(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    async def report(time: float, rdd: Any) -> None:
+        aggregates = await rdd.acollect()
+        totals.batches += 1
+        totals.malformed += dict(aggregates).get(MALFORMED, (0, 0.0, 0.0))[0]
+        totals.readings += sum(v[0] for k, v in aggregates if k != MALFORMED)
+        for line in format_results(time, aggregates, top):
+            write(line)
+
+    aggregate_readings(readings).foreach_rdd(report)
+    totals.stats = BatchStatsPrinter(totals, write)
+    ssc.add_streaming_listener(totals.stats)
+    return totals
+
+
+def format_summary(totals: DemoTotals) -> str:
+    processing = totals.processing
+    mean = sum(processing) / len(processing) if processing else math.nan
+    return (
+        f"stopped: {totals.batches} batches, {totals.readings} readings parsed, "
+        f"{totals.malformed} malformed dropped, mean processing {mean * 1000:.1f} ms"
+    )
+
+
+async def run_demo(
+    *,
+    duration: float = 10.0,
+    rate: float = 2000,
+    devices: int = 50,
+    batch_interval: float = 1.0,
+    master: str = "local[2]",
+    seed: int = 0,
+    malformed_fraction: float = 0.01,
+    out: TextIO = sys.stdout,
+    handle_signals: bool = True,
+) -> DemoTotals:
+    """Run the demo until ``duration`` seconds have passed (0: until Ctrl-C / SIGTERM),
+    then stop gracefully: every reading received is processed and printed."""
+    print(
+        f"aiostream-engine demo: {devices} devices, {rate:g} readings/s, batch "
+        f"{batch_interval:g} s, master {master}; "
+        + (f"running {duration:g} s" if duration else "running until Ctrl-C"),
+        file=out,
+        flush=True,
+    )
+    async with StreamingContext(batch_interval, master=master) as ssc:
+        readings = ssc.simulator_stream(
+            num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
+        )
+        totals = attach_demo(ssc, readings, out)
+        await ssc.start()
+        graceful = ssc.conf.stop_gracefully_on_shutdown
+
+        async def stop(reason: str, graceful: bool) -> None:
+            print(f"{reason}: stopping {'gracefully' if graceful else 'now'} ...", file=out,
+                  flush=True)
+            await ssc.stop(graceful=graceful)
+
+        async def watch_signals(tg: Any) -> None:
+            import signal
+
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    tg.start_soon(stop, name, graceful)
+                    break
+                async for _ in signals:  # a second signal: do not wait for the batches
+                    tg.cancel_scope.cancel()
+
+        async def stop_after(seconds: float) -> None:
+            await anyio.sleep(seconds)
+            await stop(f"{seconds:g} s elapsed", True)
+
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(watch_signals, tg)
+            if duration:
+                tg.start_soon(stop_after, duration)
+            await ssc.await_termination()
+            tg.cancel_scope.cancel()
+    assert totals.stats is not None
+    totals.stats.catch_up(ssc.batch_history)
+    print(format_summary(totals), file=out, flush=True)
+    return totals
