@@ -7,6 +7,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .conf import StreamingConf
 from .context import StreamingContext
 from .dstream.base import DStream
+from .dstream.state_spec import State, StateSpec
 from .errors import (
     ConfigurationError,
     ContextStateError,
@@ -41,6 +42,8 @@ __all__ = [
     "OutputOperationInfo",
     "RDD",
     "Receiver",
+    "State",
+    "StateSpec",
     "StreamingConf",
     "StreamingContext",
     "StreamingError",

@@ -21,6 +21,9 @@ ALIASES: dict[str, list[str]] = {
         "group_by_key", "partition_by", "transform_with", "left_outer_join",
         "right_outer_join", "full_outer_join", "foreach_rdd", "save_as_text_files",
         "save_as_object_files", "slide_duration",
+        "reduce_by_window", "count_by_window", "count_by_value_and_window",
+        "group_by_key_and_window", "reduce_by_key_and_window",
+        "update_state_by_key", "map_with_state", "state_snapshots",
     ],
     "RDD": [
         "flat_map", "map_partitions", "map_partitions_with_index", "map_values",

@@ -43,6 +43,40 @@ class StreamingConf:
         "Initial delay before a failed receiver is restarted; doubles per failure up to 60 s.",
         "spark.streaming.receiverRestartDelay",
     )
+    receiver_wal_enable: bool = _key(
+        False,
+        "Write every received block to a write-ahead log under the checkpoint directory "
+        "before it is acknowledged or used; needs ssc.checkpoint(dir).",
+        "spark.streaming.receiver.writeAheadLog.enable",
+    )
+    receiver_wal_fsync: str = _key(
+        "block",
+        'When the write-ahead log is fsynced: "block" (before every stored block returns) '
+        'or "interval" (at most every receiver_wal_fsync_interval seconds).',
+        None,
+    )
+    receiver_wal_fsync_interval: float = _key(
+        1.0,
+        'Seconds between fsyncs of the write-ahead log with receiver_wal_fsync="interval".',
+        None,
+    )
+    receiver_wal_roll_interval: float = _key(
+        60.0,
+        "Seconds after which a write-ahead log segment is closed and a new one started.",
+        "spark.streaming.receiver.writeAheadLog.rollingIntervalSecs",
+    )
+    receiver_wal_max_segment_bytes: int = _key(
+        64 << 20,
+        "Bytes after which a write-ahead log segment is closed and a new one started.",
+        None,
+    )
+    worker_nice: int = _key(
+        5,
+        "Niceness added to local[N] worker processes: CPU-bound tasks yield the CPU to the "
+        "driver, whose event loop (receivers, batch clock) is latency-sensitive; 0 = same "
+        "priority.",
+        None,
+    )
     task_max_failures: int = _key(
         4,
         "Attempts of one task before its job fails.",
@@ -98,6 +132,30 @@ class StreamingConf:
         None,
         "Seconds between state checkpoints; None: smallest multiple of the slide >= 10 s.",
         "DStream.checkpoint",
+    )
+    window_check_interval: int = _key(
+        0,
+        "Every N slides, recompute inverse-reduced windows from scratch and fail with a clear "
+        "error naming the operator on mismatch; 0 = off",
+        None,
+    )
+    sink_max_concurrency: int = _key(
+        4,
+        "Partition writes of one write_to output in flight at once (default of its "
+        "max_concurrency); a sink's pool needs no more connections than this.",
+        None,
+    )
+    sink_max_retries: int = _key(
+        3,
+        "Retries of a failed partition write before its batch fails (default of write_to's "
+        "retries); 0 fails on the first error.",
+        None,
+    )
+    sink_retry_backoff: float = _key(
+        0.5,
+        "Seconds before the first retry of a partition write, doubling per retry (default "
+        "of write_to's backoff).",
+        None,
     )
 
     def __post_init__(self) -> None:
@@ -165,6 +223,18 @@ class StreamingConf:
                 raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.default_parallelism is not None and self.default_parallelism < 1:
             raise ConfigurationError("default_parallelism must be >= 1")
+        if self.sink_max_concurrency < 1 or self.sink_max_retries < 0 or self.sink_retry_backoff < 0:
+            raise ConfigurationError(
+                "sink_max_concurrency must be >= 1, sink_max_retries and sink_retry_backoff >= 0"
+            )
+        if self.receiver_wal_fsync not in ("block", "interval"):
+            raise ConfigurationError(
+                f'receiver_wal_fsync must be "block" or "interval", got {self.receiver_wal_fsync!r}'
+            )
+        for name in ("receiver_wal_fsync_interval", "receiver_wal_roll_interval",
+                     "receiver_wal_max_segment_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def _coerce(name: str, value: Any, current: Any, f: dataclasses.Field[Any]) -> Any:

@@ -104,7 +104,7 @@ class StreamingContext:
         self.master = master
         self.clock: Clock = clock or SystemClock()
         self.state = State.INITIALIZED
-        self._runner = TaskRunner(backend_for(master), self.conf)
+        self._runner = TaskRunner(backend_for(master, self.conf), self.conf)
         self._bus = ListenerBus(self.conf.listener_queue_size)
         self._receiver_tracker = ReceiverTracker(self.conf, self.clock, self._bus)
         self._streams: list[DStream] = []
@@ -117,6 +117,7 @@ class StreamingContext:
         self._errors: list[BaseException] = []
         self._terminated = threading.Event()
         self._changed: anyio.Event | None = None  # set on termination or a reported error
+        self._stopped: anyio.Event | None = None  # set on termination only
         self._task_group: TaskGroup | None = None
         self._engine_scope: anyio.CancelScope | None = None
         self._stop_request: anyio.Event | None = None
@@ -352,6 +353,7 @@ class StreamingContext:
         self._validate()
         self._stop_request = anyio.Event()
         self._changed = anyio.Event()
+        self._stopped = anyio.Event()
         first_ms = self._prepare_graph()
         plan = self._recovery
         receivers = [s for s in self._inputs if isinstance(s, ReceiverInputDStream)]
@@ -376,6 +378,8 @@ class StreamingContext:
                 task_status.started()
                 await self._stop_request.wait()
                 await self._shutdown(self._graceful)
+                with anyio.move_on_after(5):  # let listeners see the last batches
+                    await self._bus.drained.wait()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -385,6 +389,7 @@ class StreamingContext:
             self.state = State.STOPPED
             self._terminated.set()
             self._changed.set()
+            self._stopped.set()
 
     async def _shutdown(self, graceful: bool) -> None:
         """Spark's order: receivers, then every received block into a batch, then the clock,
@@ -477,9 +482,8 @@ class StreamingContext:
         assert self._stop_request is not None
         self._graceful = graceful
         self._stop_request.set()
-        while not self._terminated.is_set():
-            assert self._changed is not None
-            await self._changed.wait()
+        assert self._stopped is not None
+        await self._stopped.wait()
 
     async def _await_termination_async(self, timeout: float | None) -> bool:
         with anyio.move_on_after(timeout):

@@ -44,7 +44,7 @@ class JobFailedError(StreamingError):
 
     def __init__(self, batch_time: float, output_operation: str, cause: BaseException) -> None:
         super().__init__(
-            f"batch {batch_time:g}: output operation {output_operation} failed: {cause}"
+            f"batch {batch_time:.3f}: output operation {output_operation} failed: {cause}"
         )
         self.batch_time = batch_time
         self.output_operation = output_operation
@@ -62,3 +62,15 @@ class TaskFailedError(StreamingError):
 
 class ContextStateError(StreamingError, RuntimeError):
     """The StreamingContext is used in a state that does not allow the call."""
+
+
+class WindowCheckError(StreamingError):
+    """A checked inverse window (``window_check_interval``) differs from a recomputation."""
+
+    def __init__(self, operator: str, message: str, differing: dict | None = None) -> None:
+        super().__init__(message)
+        self.operator = operator
+        self.differing = differing or {}
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.operator, str(self), self.differing))

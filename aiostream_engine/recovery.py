@@ -219,7 +219,7 @@ class CheckpointManager:
 
     async def _write_state(self, time_ms: int) -> None:
         streams = {
-            name: {"signature": signature(stream), "data": await stream.checkpoint_data()}  # type: ignore[attr-defined]
+            name: {"signature": signature(stream), "data": await stream.checkpoint_data(time_ms)}  # type: ignore[attr-defined]
             for name, stream in self._stateful.items()
         }
         history = {

@@ -21,6 +21,7 @@ from .windowed import WindowOperations
 
 if TYPE_CHECKING:
     from ..context import StreamingContext
+    from ..sinks.base import Sink
 
 
 class DStream(WindowOperations, StateOperations):
@@ -99,7 +100,12 @@ class DStream(WindowOperations, StateOperations):
         """Forget RDDs older than the remember duration (called after each batch)."""
         oldest = time_ms - self.remember_ms
         for t in [t for t in self._generated if t <= oldest]:
-            self._generated.pop(t).unpersist()
+            rdd = self._generated.pop(t)
+            # Only the stream that cached an RDD uncaches it: an output stream (or a union of
+            # one stream) holds its parent's very RDD, which the parent may need longer (a
+            # window over a cached stream). An RDD no one holds any more is freed anyway.
+            if self._persist:
+                rdd.unpersist()
         for parent in self.dependencies:
             parent.clear_metadata(time_ms)
 
@@ -325,6 +331,27 @@ class DStream(WindowOperations, StateOperations):
         from .output import save_batch
 
         self._output(save_batch(prefix, suffix, text=False), "save_as_object_files")
+
+    def write_to(
+        self,
+        sink: Sink,
+        *,
+        max_concurrency: int | None = None,
+        retries: int | None = None,
+        backoff: float | None = None,
+    ) -> None:
+        """Write every batch through ``sink``, one ``write_partition`` per partition.
+
+        At most ``max_concurrency`` partition writes run at once on the event loop; a failed
+        one is retried ``retries`` times after ``backoff * 2**attempt`` seconds, then the
+        batch fails naming the sink, batch and partition. Defaults come from the conf keys
+        ``sink_max_concurrency``, ``sink_max_retries``, ``sink_retry_backoff``. Where the
+        writes run and why: ``dstream.sink_output``.
+        """
+        from .sink_output import SinkOutputDStream, WritePolicy
+
+        policy = WritePolicy.from_conf(self._ssc.conf, max_concurrency, retries, backoff)
+        SinkOutputDStream(self, sink, policy)
 
     def _output(self, func: Callable[..., Any], name: str) -> None:
         from .output import ForEachDStream

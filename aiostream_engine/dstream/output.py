@@ -31,10 +31,14 @@ class Job:
 
 
 class ForEachDStream(DStream):
-    """Calls a function with each batch's RDD of its parent."""
+    """Calls a function with each batch's RDD of its parent.
+
+    The function runs on the driver (the loop, or a thread for a plain function) and never
+    travels to a worker; recovery rebuilds the graph from user code. So, unlike operator
+    functions, it need not pickle: it may hold a connection pool, a client or a lock.
+    """
 
     def __init__(self, parent: DStream, func: Callable[..., Any], name: str) -> None:
-        parent._check(func, name)
         super().__init__(parent.context, [parent], name)
         self._func = func
         self._with_time = takes_time(func, 1)
@@ -60,7 +64,9 @@ class ForEachDStream(DStream):
 
 
 def format_batch_time(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """As PySpark prints it: ``str(datetime.fromtimestamp(ms / 1000.0))``, local time,
+    fractional seconds only when the batch time has them."""
+    return str(datetime.fromtimestamp(seconds))
 
 
 def pprint_batch(num: int) -> Callable[[float, RDD], Awaitable[None]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 
+from ..conf import StreamingConf
 from ..errors import ConfigurationError
 from .base import ExecutorBackend
 from .local import LocalBackend
@@ -13,7 +14,7 @@ from .process_pool import ProcessPoolBackend
 _LOCAL_N = re.compile(r"^local\[(\*|[1-9][0-9]*)\]$")
 
 
-def backend_for(master: str) -> ExecutorBackend:
+def backend_for(master: str, conf: StreamingConf | None = None) -> ExecutorBackend:
     """``local``: in process; ``local[N]`` / ``local[*]``: a pool of N / all-core processes."""
     if master == "local":
         return LocalBackend()
@@ -21,7 +22,7 @@ def backend_for(master: str) -> ExecutorBackend:
     if match:
         count = match.group(1)
         workers = (os.cpu_count() or 1) if count == "*" else int(count)
-        return ProcessPoolBackend(workers)
+        return ProcessPoolBackend(workers, nice=(conf or StreamingConf()).worker_nice)
     raise ConfigurationError(
         f"unknown master {master!r}: use 'local', 'local[N]' or 'local[*]'"
     )

@@ -21,7 +21,7 @@ import cloudpickle
 
 from ..rdd.tasks import TaskPlan
 from .base import WorkerLostError
-from .protocol import ERROR, HEADER
+from .protocol import ERROR, HEADER, NICE_ENV
 
 _STREAM_LIMIT = 1 << 20
 
@@ -31,6 +31,17 @@ def _driver_path() -> str:
     reference (functions of modules the driver found through sys.path, e.g. test modules
     that pytest put on it, or a script's sibling modules when run from elsewhere)."""
     return os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
+
+
+def _worker_hash_seed() -> str:
+    """One str/bytes hash seed for every worker, as PySpark does for its executors.
+
+    ``stable_hash`` covers str, bytes, numbers and tuples; other keys (dates, enums,
+    frozen dataclasses) fall back to ``hash``, which is salted per process: with a seed
+    per worker, equal keys from two map tasks would land in different reduce partitions.
+    """
+    seed = os.environ.get("PYTHONHASHSEED", "")
+    return seed if seed.isdigit() else "0"
 
 
 class _Worker:
@@ -72,10 +83,11 @@ class _Worker:
 
 
 class ProcessPoolBackend:
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, nice: int = 0) -> None:
         if workers < 1:
             raise ValueError("a process pool needs at least one worker")
         self._size = workers
+        self._nice = nice
         self._idle: asyncio.Queue[_Worker] | None = None
         self._all: set[_Worker] = set()
         self.replacements = 0
@@ -90,7 +102,13 @@ class ProcessPoolBackend:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_STREAM_LIMIT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _driver_path()},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": _driver_path(),
+                "PYTHONHASHSEED": _worker_hash_seed(),
+                NICE_ENV: str(self._nice),
+            },
         )
         worker = _Worker(process)
         self._all.add(worker)

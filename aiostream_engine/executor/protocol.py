@@ -10,3 +10,6 @@ import struct
 
 HEADER = struct.Struct(">Q")
 RESULT, ERROR = b"R", b"E"
+
+#: Environment variable telling a worker how much to lower its priority.
+NICE_ENV = "AIOSTREAM_WORKER_NICE"

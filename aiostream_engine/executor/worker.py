@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 from typing import BinaryIO
 
 import cloudpickle
 
-from aiostream_engine.executor.protocol import ERROR, HEADER, RESULT
+from aiostream_engine.executor.protocol import ERROR, HEADER, NICE_ENV, RESULT
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
@@ -58,6 +59,12 @@ def serve(requests: BinaryIO, responses: BinaryIO) -> None:
 
 
 def main() -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the driver decides how to
+    # stop, and a worker ends when its stdin closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    niceness = int(os.environ.get(NICE_ENV, "0"))
+    if niceness > 0:
+        os.nice(niceness)
     responses = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # user prints go to stderr
     serve(sys.stdin.buffer, responses)

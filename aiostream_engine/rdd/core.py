@@ -88,14 +88,19 @@ class RDD:
     ) -> RDD:
         return self._pipe("map_partitions", lambda _, it: f(it))
 
+    # User functions are called from generator expressions, not the builtins map() and
+    # filter(): a StopIteration escaping a user function (next() on an empty iterator)
+    # would end the builtin's iteration and silently drop the rest of the partition; in a
+    # generator frame it becomes a RuntimeError, and the task fails naming the operator.
+
     def map(self, f: Callable[[Any], Any], preserves_partitioning: bool = False) -> RDD:
-        return self._pipe("map", lambda _, it: map(f, it))
+        return self._pipe("map", lambda _, it: (f(x) for x in it))
 
     def flat_map(self, f: Callable[[Any], Iterable[Any]], preserves_partitioning: bool = False) -> RDD:
-        return self._pipe("flat_map", lambda _, it: itertools.chain.from_iterable(map(f, it)))
+        return self._pipe("flat_map", lambda _, it: (y for x in it for y in f(x)))
 
     def filter(self, f: Callable[[Any], bool]) -> RDD:
-        return self._pipe("filter", lambda _, it: filter(f, it))
+        return self._pipe("filter", lambda _, it: (x for x in it if f(x)))
 
     def map_values(self, f: Callable[[Any], Any]) -> RDD:
         return self._pipe("map_values", lambda _, it: ((k, f(v)) for k, v in it))
@@ -183,6 +188,8 @@ class RDD:
         return ShuffledRDD(self, write, concat, "partition_by")
 
     def repartition(self, num_partitions: int) -> RDD:
+        if num_partitions < 1:
+            raise ValueError(f"repartition needs at least one partition, got {num_partitions}")
         write = ShuffleWrite(num_partitions, "repartition", by_position=True)
         return ShuffledRDD(self, write, concat, "repartition")
 
@@ -330,7 +337,7 @@ class RDD:
         await self._pipe("foreach_partition", lambda _, it: _drain(f(it)))._run()
 
     async def aforeach(self, f: Callable[[Any], Any]) -> None:
-        await self._pipe("foreach", lambda _, it: _drain(map(f, it)))._run()
+        await self._pipe("foreach", lambda _, it: _drain(f(x) for x in it))._run()
 
     async def acount_by_value(self) -> dict[Any, int]:
         counted = self._pipe("count_by_value", lambda _, it: _count_partition(it).items())
@@ -435,7 +442,8 @@ class PipelinedRDD(RDD):
         self._stage = stage
 
     async def _uncached_plans(self) -> list[TaskPlan]:
-        return [plan.then(self._stage) for plan in await self._parent._plans()]
+        plans = await self._parent._plans()
+        return [plan.then(self._stage.at(i)) for i, plan in enumerate(plans)]
 
 
 class UnionRDD(RDD):

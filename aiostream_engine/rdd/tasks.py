@@ -21,10 +21,19 @@ StageFunction = Callable[[int, Iterator[Any]], Iterable[Any]]
 
 @dataclass(frozen=True)
 class Stage:
-    """One narrow operator over a partition's iterator, named for error reports."""
+    """One narrow operator over a partition's iterator, named for error reports.
+
+    ``index`` is the partition of the operator's own RDD that this stage computes, bound
+    when the plan is built: a task's position in the list it runs in is not it (a union's
+    second side, the later chunks of ``take``).
+    """
 
     operator: str
     function: StageFunction
+    index: int | None = None
+
+    def at(self, index: int) -> Stage:
+        return Stage(self.operator, self.function, index)
 
 
 def _guard(operator: str, make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
@@ -46,7 +55,8 @@ def _stage_runner(stage: Stage, index: int, upstream: Iterator[Any]) -> Callable
 def run_stages(stages: tuple[Stage, ...], index: int, records: Iterator[Any]) -> Iterator[Any]:
     it: Iterator[Any] = records
     for stage in stages:
-        it = _guard(stage.operator, _stage_runner(stage, index, it))
+        at = index if stage.index is None else stage.index
+        it = _guard(stage.operator, _stage_runner(stage, at, it))
     return it
 
 

@@ -112,6 +112,7 @@ class ListenerBus:
         self._receive: MemoryObjectReceiveStream[Any] = receive
         self.dropped = 0
         self.listener_errors = 0
+        self.drained = anyio.Event()
 
     def add(self, listener: Any) -> None:
         self._listeners.append(listener)
@@ -129,9 +130,12 @@ class ListenerBus:
 
     async def run(self) -> None:
         """Deliver events until ``close()``; then deliver what is left and return."""
-        async with self._receive:
-            async for event in self._receive:
-                await self._deliver(event)
+        try:
+            async with self._receive:
+                async for event in self._receive:
+                    await self._deliver(event)
+        finally:
+            self.drained.set()
 
     def close(self) -> None:
         self._send.close()
