@@ -385,6 +385,8 @@ class StreamingContext:
             with anyio.CancelScope(shield=True):
                 for stream in self._inputs:
                     await stream.stop()
+                for output in self._outputs:
+                    await output.stop()
                 await self._runner.stop()
             self.state = State.STOPPED
             self._terminated.set()

@@ -48,6 +48,10 @@ class ForEachDStream(DStream):
     def compute(self, time_ms: int) -> RDD | None:
         return self.dependencies[0].get_or_compute(time_ms)
 
+    async def stop(self) -> None:
+        """Release what the output holds (a sink's pool); called once the context stops."""
+        return None
+
     def generate_job(self, time_ms: int) -> Job | None:
         rdd = self.get_or_compute(time_ms)
         if rdd is None:

@@ -78,6 +78,14 @@ async def test_worker_scope_opens_once_and_closes_once() -> None:
     assert len(journal) == 6
 
 
+async def test_the_context_closes_its_sinks_when_it_stops() -> None:
+    journal: list[tuple[Any, ...]] = []
+    sink = JournalSink(journal)
+    await write_batches(sink, [[1, 2]])  # no `async with sink`: stopping the context closes it
+    assert [e[0] for e in journal] == ["open", "write", "write", "close"]
+    assert not sink.is_open
+
+
 async def test_task_scope_opens_a_copy_per_partition_write() -> None:
     journal: list[tuple[Any, ...]] = []
     sink = PerTaskJournalSink(journal)
