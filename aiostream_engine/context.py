@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
@@ -52,6 +52,7 @@ from .scheduler.listener import ListenerBus, StreamingStarted
 from .timeutil import to_ms, to_seconds
 
 if TYPE_CHECKING:
+    from .sources.mqtt import MqttStream
     from .sources.simulator import SensorSimulator
 
 log = logging.getLogger("aiostream_engine")
@@ -224,6 +225,20 @@ class StreamingContext:
         """A stream fed by a user-defined ``Receiver``."""
         return ReceiverInputDStream(self, receiver, receiver.display_name)
 
+    def mqtt_stream(
+        self,
+        host: str,
+        port: int = 1883,
+        topics: str | Sequence[str] = (),
+        **options: Any,
+    ) -> MqttStream:
+        """Messages from an MQTT broker (aiomqtt, MQTT 5); ``options`` are those of
+        ``sources.mqtt.mqtt_stream`` (qos, client_id, clean_start, decoder, num_receivers,
+        shared_group, ...). The stream's ``dead_letters()`` holds undecodable payloads."""
+        from .sources.mqtt import mqtt_stream
+
+        return mqtt_stream(self, host, port, topics, **options)
+
     def simulator_stream(self, **options: Any) -> DStream:
         """JSON readings from simulated IoT devices (see ``sources.simulator``)."""
         from .sources.simulator import SensorSimulator
@@ -330,7 +345,7 @@ class StreamingContext:
         the batches that were pending at the crash."""
         stateful = list(stateful_streams(self._streams).values())
         for time_ms in plan.silent_times():
-            self._receiver_tracker.allocate(time_ms)
+            await self._receiver_tracker.allocate(time_ms)
             for stream in self._inputs:
                 await stream.prepare(time_ms)
             for output in self._outputs:
@@ -416,7 +431,7 @@ class StreamingContext:
         return first if done is None else done + self.batch_ms
 
     async def _generate_batch(self, time_ms: int) -> None:
-        self._receiver_tracker.allocate(time_ms)
+        await self._receiver_tracker.allocate(time_ms)
         try:
             for stream in self._inputs:
                 await stream.prepare(time_ms)
@@ -436,7 +451,10 @@ class StreamingContext:
             await self._checkpoints.batch_completed(time_ms)
         for output in self._outputs:
             output.clear_metadata(time_ms)
-        self._receiver_tracker.forget_batch(time_ms)
+        # Logged blocks are kept until a state checkpoint covers their batch: recovery
+        # recomputes the batches after that checkpoint from them.
+        checkpointed = self._checkpoints.state_ms if self._checkpoints is not None else None
+        await self._receiver_tracker.forget_batch(time_ms, checkpointed)
 
     def _report_error(self, error: BaseException) -> None:
         log.error("%s", error)

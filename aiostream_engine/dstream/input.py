@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
+
+from ..errors import ConfigurationError, StreamingError
 from ..rdd.core import RDD
+from ..receiver.block_generator import Block
+from ..receiver.wal import WalEntry, WriteAheadLog
 from .base import DStream
 
 if TYPE_CHECKING:
     from ..context import StreamingContext
     from ..receiver.base import Receiver
+
+log = logging.getLogger("aiostream_engine.input")
 
 
 class InputDStream(DStream):
@@ -56,15 +66,144 @@ class InputDStream(DStream):
         return None
 
 
-class ReceiverInputDStream(InputDStream):
-    """An input stream fed by a Receiver; each block received becomes one partition."""
+class BlockInputDStream(InputDStream):
+    """An input stream made of the blocks of one block generator: each block is one
+    partition. With the receiver write-ahead log on, the stream is replayable: a batch's
+    descriptor is where its blocks are in the log, and recovery reads them back."""
 
-    def __init__(self, ssc: StreamingContext, receiver: Receiver, name: str) -> None:
+    def __init__(self, ssc: StreamingContext, name: str) -> None:
         super().__init__(ssc, name)
-        self.receiver = receiver
+        self._recovery: tuple[int, dict[int, Any]] | None = None
+        self._wal: WriteAheadLog | None = None
+
+    @property
+    def wal_enabled(self) -> bool:
+        return bool(self._ssc.conf.receiver_wal_enable)
+
+    @property
+    def replayable(self) -> bool:  # type: ignore[override]
+        return self.wal_enabled
 
     def compute(self, time_ms: int) -> RDD | None:
         blocks = self._ssc._receiver_tracker.blocks_of_batch(time_ms, self.id)
         partitions = [block.records for block in blocks]
         self._count(time_ms, partitions)
         return self._ssc.spark_context.from_partitions(partitions, self.name)
+
+    # ---- recovery -----------------------------------------------------------------------
+
+    def take_batch_descriptor(self, time_ms: int) -> list[tuple[int, str, int]] | None:
+        """(block id, segment, offset) of every block of batch t, when they are logged."""
+        if not self.wal_enabled:
+            return None
+        blocks = self._ssc._receiver_tracker.blocks_of_batch(time_ms, self.id)
+        return [(b.block_id, *b.ref) for b in blocks if b.ref is not None]
+
+    def position(self) -> int:
+        """Every block id below this one was allocated to a batch already generated."""
+        return self._ssc._receiver_tracker.allocated_through.get(self.id, 0)
+
+    def restore(self, position: Any, replays: dict[int, Any]) -> None:
+        # The log is read in start(), off the event loop; here we only keep the plan.
+        self._recovery = (position or 0, replays)
+
+    async def start(self) -> None:
+        if not self.wal_enabled:
+            return
+        if self._ssc.checkpoint_dir is None:
+            raise ConfigurationError(
+                f"{self.name}: the receiver write-ahead log (receiver_wal_enable) keeps its "
+                "files under the checkpoint directory: call ssc.checkpoint(directory) or use "
+                "StreamingContext.get_or_create"
+            )
+        conf = self._ssc.conf
+        self._wal = WriteAheadLog(
+            os.path.join(self._ssc.checkpoint_dir, "receivedData", str(self.id)),
+            self._ssc.clock,
+            fsync=conf.receiver_wal_fsync,
+            fsync_interval=conf.receiver_wal_fsync_interval,
+            roll_interval=conf.receiver_wal_roll_interval,
+            max_segment_bytes=conf.receiver_wal_max_segment_bytes,
+        )
+        await self._recover(self._wal)
+
+    async def _recover(self, wal: WriteAheadLog) -> None:
+        """Hand the blocks in the log back: those of the batches being generated again to
+        those batches, those no batch took to the next batch. Without a recovery plan
+        every logged block is unclaimed (the process died before its first batch was
+        recorded), unless the directory's metadata says a previous run used it: then the
+        context was not resumed (get_or_create) and the old blocks are dropped."""
+        entries = await wal.recover()
+        tracker = self._ssc._receiver_tracker
+        if self._recovery is None:
+            if entries and await anyio.to_thread.run_sync(self._has_metadata):
+                log.warning("%s: dropping %d logged blocks of a run that was not resumed",
+                            self.name, len(entries))
+                entries = []
+            position, replays = 0, {}
+        else:
+            position, replays = self._recovery
+        by_id = {e.block_id: e for e in entries}
+        claimed: set[int] = set()
+        for time_ms, descriptor in sorted(replays.items()):
+            blocks = []
+            for block_id, segment, offset in descriptor or []:
+                entry = by_id.get(block_id)
+                if entry is None or entry.ref != (segment, offset):
+                    raise StreamingError(
+                        f"{self.name}: block {block_id} of batch {time_ms / 1000:g} s is "
+                        f"missing from the write-ahead log ({segment} @ {offset})"
+                    )
+                blocks.append(_block(self.id, entry))
+                claimed.add(block_id)
+            tracker.restore_allocation(time_ms, self.id, blocks)
+        unallocated = [
+            _block(self.id, e) for e in entries if e.block_id >= position and e.block_id not in claimed
+        ]
+        needed = [e.ref for e in entries if e.block_id in claimed] + [b.ref for b in unallocated]  # type: ignore[misc]
+        await wal.keep_only(needed)
+        first_id = max([position, *(e.block_id + 1 for e in entries)])
+        tracker.prepare_stream(self.id, wal, first_id, unallocated)
+
+    def _has_metadata(self) -> bool:
+        from ..checkpoint import CheckpointStore
+        from ..recovery import METADATA
+
+        assert self._ssc.checkpoint_dir is not None
+        return CheckpointStore(self._ssc.checkpoint_dir).latest(METADATA) is not None
+
+    async def stop(self) -> None:
+        if self._wal is not None:
+            await self._wal.close()
+
+
+def _block(stream_id: int, entry: WalEntry) -> Block:
+    return Block(stream_id, entry.block_id, entry.records, entry.ref)
+
+
+class ReceiverInputDStream(BlockInputDStream):
+    """An input stream fed by a Receiver; each block received becomes one partition.
+
+    The receiver may feed side streams too (``channel_stream``), e.g. dead letters."""
+
+    def __init__(self, ssc: StreamingContext, receiver: Receiver, name: str) -> None:
+        super().__init__(ssc, name)
+        self.receiver = receiver
+        self.channels: dict[str, ChannelInputDStream] = {}
+
+    def channel_stream(self, channel: str) -> ChannelInputDStream:
+        """The stream of what the receiver stores into ``channel`` (created once)."""
+        if channel not in self.channels:
+            self.channels[channel] = ChannelInputDStream(self._ssc, self, channel)
+        return self.channels[channel]
+
+
+class ChannelInputDStream(BlockInputDStream):
+    """A side stream of a receiver: the blocks it stores with ``store_block(channel=...)``.
+    It has its own block generator (and log), so it is batched, bounded, logged and
+    recovered exactly like the receiver's main stream."""
+
+    def __init__(self, ssc: StreamingContext, parent: ReceiverInputDStream, channel: str) -> None:
+        super().__init__(ssc, f"{parent.name}.{channel}")
+        self.parent = parent
+        self.channel = channel

@@ -3,6 +3,15 @@
 Subclass it and implement ``on_start``: read the source and ``await self.store(record)``
 until it ends (return) or fails (raise: the supervisor restarts it with backoff).
 ``on_stop`` releases what ``on_start`` opened; it runs after every run, failed or not.
+
+Reliable receivers (a source that redelivers what was not acknowledged: MQTT QoS 1, a
+queue) use ``await self.store_block(records)`` instead and acknowledge their source only
+after it returns: the block is then durable (in the write-ahead log when it is on), so a
+crash never loses an acknowledged record.
+
+A receiver may feed side streams ("channels", e.g. dead letters): the input stream declares
+them (``ReceiverInputDStream.channel_stream``) and the receiver stores into them with
+``store_block(records, channel=name)``; a channel nobody asked for drops what it is given.
 """
 
 from __future__ import annotations
@@ -51,6 +60,12 @@ class Receiver:
     def clock(self) -> Clock:
         return self._require_supervisor().clock
 
+    @property
+    def block_interval(self) -> float:
+        """Seconds between block cuts: how long a receiver that batches its own blocks
+        (``store_block``) should hold records at most."""
+        return self._require_supervisor().blocks.interval
+
     async def store(self, record: Any) -> None:
         """Store one record; waits while the block queue is full or the rate limit holds."""
         await self._require_supervisor().blocks.store(record)
@@ -58,6 +73,27 @@ class Receiver:
     async def store_many(self, records: Iterable[Any]) -> None:
         """Store several records as one unit."""
         await self._require_supervisor().blocks.store_many(records)
+
+    async def store_block(self, records: Iterable[Any], *, channel: str | None = None) -> None:
+        """Store ``records`` as one block now (bypassing the buffer), waiting while the block
+        queue is full; returns once the block is durable: written (and fsynced) to the
+        write-ahead log when it is on, else queued for the next batch. Acknowledge the
+        source only after this returns."""
+        supervisor = self._require_supervisor()
+        blocks = supervisor.blocks if channel is None else supervisor.channels.get(channel)
+        if blocks is not None:
+            await blocks.store_block(records)
+
+    store_reliably = store_block
+
+    def has_channel(self, channel: str) -> bool:
+        """Whether a stream reads ``channel`` (else storing into it is a no-op)."""
+        return channel in self._require_supervisor().channels
+
+    def report_healthy(self) -> None:
+        """The source is reachable again (e.g. connected): the next failure restarts after
+        the initial restart delay instead of the backed-off one."""
+        self._require_supervisor().reset_backoff()
 
     def restart(self, reason: str, error: BaseException | None = None) -> None:
         """Stop this run and start again after the restart delay."""

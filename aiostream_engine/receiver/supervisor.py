@@ -33,13 +33,17 @@ class ReceiverSupervisor:
         clock: Clock,
         bus: ListenerBus,
         restart_delay: float,
+        channels: dict[str, BlockGenerator] | None = None,
     ) -> None:
         self.receiver = receiver
         self.stream_id = stream_id
         self.blocks = blocks
+        #: Side streams the receiver feeds (e.g. dead letters), by channel name.
+        self.channels = channels or {}
         self.clock = clock
         self._bus = bus
         self._restart_delay = restart_delay
+        self._delay = restart_delay
         self._run_scope: anyio.CancelScope | None = None
         self._restart_reason: str | None = None
         self.stopping = False
@@ -59,6 +63,9 @@ class ReceiverSupervisor:
         self.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self._bus.post(ReceiverError(self._info(True)))
 
+    def reset_backoff(self) -> None:
+        self._delay = self._restart_delay
+
     def request_restart(self, reason: str, error: BaseException | None = None) -> None:
         self._restart_reason = reason
         log.info("receiver %s restarting: %s", self.receiver.display_name, reason)
@@ -68,7 +75,6 @@ class ReceiverSupervisor:
 
     async def run(self) -> None:
         """Run the receiver until it ends, or is stopped; restart it whenever it fails."""
-        delay = self._restart_delay
         try:
             while not self.stopping:
                 self._restart_reason = None
@@ -77,11 +83,11 @@ class ReceiverSupervisor:
                 if self.stopping or not (failed or self._restart_reason):
                     break  # stopped, or the source ended
                 if self.blocks.records_stored > stored_before:
-                    delay = self._restart_delay  # it worked for a while: back off afresh
+                    self._delay = self._restart_delay  # it worked for a while: back off afresh
                 self.restarts += 1
                 # Exponential backoff with jitter, on the engine's clock.
-                pause = delay * (0.5 + random.random())
-                delay = min(delay * 2, MAX_RESTART_DELAY)
+                pause = self._delay * (0.5 + random.random())
+                self._delay = min(self._delay * 2, MAX_RESTART_DELAY)
                 await self.clock.sleep_until(self.clock.now() + pause)
         finally:
             self._bus.post(ReceiverStopped(self._info(False)))

@@ -1,7 +1,14 @@
-"""Runs every receiver of the graph and allocates their blocks to batches."""
+"""Runs every receiver of the graph and allocates their blocks to batches.
+
+Each block stream (a receiver's own stream, and each side channel it feeds) has one block
+generator, and, with the write-ahead log on, one log. Blocks of a batch are released from
+the log once the batch has completed and a state checkpoint covers it (so a recovery that
+recomputes batches after that checkpoint still finds their blocks).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -13,9 +20,19 @@ from ..scheduler.listener import ListenerBus
 from .block_generator import Block, BlockGenerator
 from .rate_limiter import RateLimiter
 from .supervisor import ReceiverSupervisor
+from .wal import WalRef, WriteAheadLog
 
 if TYPE_CHECKING:
-    from ..dstream.input import ReceiverInputDStream
+    from ..dstream.input import BlockInputDStream, ReceiverInputDStream
+
+
+class _Recovered:
+    """What a block stream brings back from its log before the generators start."""
+
+    def __init__(self, wal: WriteAheadLog, first_block_id: int, unallocated: list[Block]):
+        self.wal = wal
+        self.first_block_id = first_block_id
+        self.unallocated = unallocated
 
 
 class ReceiverTracker:
@@ -26,7 +43,45 @@ class ReceiverTracker:
         self.generators: dict[int, BlockGenerator] = {}
         self.supervisors: dict[int, ReceiverSupervisor] = {}
         self._allocations: dict[int, dict[int, list[Block]]] = {}
+        #: Allocations recovered from the log, used instead of new blocks at their time.
+        self._restored: dict[int, dict[int, list[Block]]] = {}
+        self._prepared: dict[int, _Recovered] = {}
+        #: Per stream: every block id below this was allocated to a batch.
+        self.allocated_through: dict[int, int] = {}
+        #: Completed batches whose log blocks wait for a state checkpoint to cover them.
+        self._unreleased: dict[int, list[tuple[int, WalRef]]] = {}
         self._scope: anyio.CancelScope | None = None
+
+    # ---- set-up and recovery (before run) -----------------------------------------------
+
+    def prepare_stream(
+        self, stream_id: int, wal: WriteAheadLog, first_block_id: int, unallocated: list[Block]
+    ) -> None:
+        """Give a block stream its log, the id its next block takes, and the blocks found in
+        the log that no batch had taken (they go to the next batch)."""
+        self._prepared[stream_id] = _Recovered(wal, first_block_id, unallocated)
+        self.allocated_through[stream_id] = first_block_id
+
+    def restore_allocation(self, time_ms: int, stream_id: int, blocks: list[Block]) -> None:
+        """Batch ``time_ms`` had these blocks before the crash; it gets them again."""
+        self._restored.setdefault(time_ms, {})[stream_id] = blocks
+
+    def _generator(self, stream: BlockInputDStream) -> BlockGenerator:
+        recovered = self._prepared.pop(stream.id, None)
+        generator = BlockGenerator(
+            stream.id,
+            self._clock,
+            self._conf.block_interval,
+            self._conf.block_queue_size,
+            RateLimiter(self._clock, self._conf.receiver_max_rate),
+            wal=recovered.wal if recovered else None,
+            first_block_id=recovered.first_block_id if recovered else 0,
+            recovered=recovered.unallocated if recovered else (),
+        )
+        self.generators[stream.id] = generator
+        return generator
+
+    # ---- running ------------------------------------------------------------------------
 
     async def run(
         self,
@@ -34,25 +89,21 @@ class ReceiverTracker:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Start a supervisor and a block generator per receiver stream; run until stopped."""
+        """Start a supervisor per receiver and a block generator per block stream (the
+        receiver's and its channels'); run until stopped."""
         async with anyio.create_task_group() as tg:
             self._scope = tg.cancel_scope
             for stream in streams:
-                blocks = BlockGenerator(
-                    stream.id,
-                    self._clock,
-                    self._conf.block_interval,
-                    self._conf.block_queue_size,
-                    RateLimiter(self._clock, self._conf.receiver_max_rate),
-                )
+                blocks = self._generator(stream)
+                channels = {name: self._generator(s) for name, s in stream.channels.items()}
                 supervisor = ReceiverSupervisor(
                     stream.receiver, stream.id, blocks, self._clock, self._bus,
-                    self._conf.receiver_restart_delay,
+                    self._conf.receiver_restart_delay, channels,
                 )
-                self.generators[stream.id] = blocks
                 self.supervisors[stream.id] = supervisor
                 tg.start_soon(supervisor.run, name=f"receiver {stream.name}")
-                tg.start_soon(blocks.run, name=f"block generator {stream.name}")
+                for generator in (blocks, *channels.values()):
+                    tg.start_soon(generator.run, name=f"block generator {generator.stream_id}")
             task_status.started()
             await anyio.sleep_forever()
 
@@ -66,11 +117,21 @@ class ReceiverTracker:
         if self._scope is not None:
             self._scope.cancel()
 
-    def allocate(self, time_ms: int) -> None:
-        """Assign every block not yet allocated to the batch at ``time_ms``."""
-        self._allocations[time_ms] = {
-            stream_id: generator.take_blocks() for stream_id, generator in self.generators.items()
-        }
+    # ---- allocation ---------------------------------------------------------------------
+
+    async def allocate(self, time_ms: int) -> None:
+        """Assign every block not yet allocated to the batch at ``time_ms`` (or, for a batch
+        recovered from the log, the blocks it had)."""
+        restored = self._restored.pop(time_ms, {})
+        allocation: dict[int, list[Block]] = {}
+        for stream_id, generator in self.generators.items():
+            if stream_id in restored:
+                allocation[stream_id] = restored.pop(stream_id)
+                continue
+            allocation[stream_id] = await generator.take_blocks()
+            self.allocated_through[stream_id] = generator.next_block_id
+        allocation.update(restored)  # streams whose generator is not running (yet)
+        self._allocations[time_ms] = allocation
 
     def blocks_of_batch(self, time_ms: int, stream_id: int) -> list[Block]:
         return self._allocations.get(time_ms, {}).get(stream_id, [])
@@ -78,6 +139,29 @@ class ReceiverTracker:
     def has_unallocated_blocks(self) -> bool:
         return any(g.has_pending() for g in self.generators.values())
 
-    def forget_batch(self, time_ms: int) -> None:
-        """Drop the allocation of a completed batch (its RDDs hold the records they need)."""
-        self._allocations.pop(time_ms, None)
+    async def forget_batch(self, time_ms: int, checkpointed_through_ms: int | None) -> None:
+        """Drop the allocation of a completed batch (its RDDs hold the records they need);
+        release from the logs the blocks of completed batches at or before
+        ``checkpointed_through_ms`` (the newest state checkpoint; None: none yet)."""
+        allocation = self._allocations.pop(time_ms, {})
+        refs = [
+            (stream_id, block.ref)
+            for stream_id, blocks in allocation.items()
+            for block in blocks
+            if block.ref is not None
+        ]
+        if refs:
+            self._unreleased[time_ms] = refs
+        if checkpointed_through_ms is None:
+            return
+        for done in sorted(t for t in self._unreleased if t <= checkpointed_through_ms):
+            await self._release(self._unreleased.pop(done))
+
+    async def _release(self, refs: Iterable[tuple[int, WalRef]]) -> None:
+        by_stream: dict[int, list[WalRef]] = {}
+        for stream_id, ref in refs:
+            by_stream.setdefault(stream_id, []).append(ref)
+        for stream_id, stream_refs in by_stream.items():
+            generator = self.generators.get(stream_id)
+            if generator is not None and generator.wal is not None:
+                await generator.wal.release(stream_refs)

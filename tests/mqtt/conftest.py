@@ -1,0 +1,3 @@
+from tests.brokers import mosquitto
+
+__all__ = ["mosquitto"]
