@@ -126,6 +126,7 @@ class StreamingContext:
         self._loop_thread: LoopThread | None = None
         self._host_future: Any = None
         self._remember_ms: int | None = None
+        self._zero_ms: int | None = None
         self.checkpoint_dir: str | None = None
         self._recovery: RecoveryPlan | None = None
         self._checkpoints: CheckpointManager | None = None
@@ -160,6 +161,14 @@ class StreamingContext:
     @property
     def batch_interval(self) -> float:
         return to_seconds(self.batch_ms)
+
+    @property
+    def zero_time(self) -> float:
+        """The batch clock's zero time (first batch time minus one interval), in seconds;
+        kept across a recovery. Batch k is at ``zero_time + k * batch_interval``."""
+        if self._zero_ms is None:
+            raise ContextStateError("the batch clock has no zero time before start")
+        return to_seconds(self._zero_ms)
 
     def remember(self, duration: float) -> None:
         """Keep every stream's RDDs at least ``duration`` seconds (for ``slice``)."""
@@ -300,6 +309,7 @@ class StreamingContext:
         else:
             first_ms = self._job_generator.first_batch_time()
             zero_ms = first_ms - self.batch_ms
+        self._zero_ms = zero_ms
         for output in self._outputs:
             output.initialize(zero_ms)
             output.remember(self._remember_ms or 0)
@@ -346,8 +356,7 @@ class StreamingContext:
         stateful = list(stateful_streams(self._streams).values())
         for time_ms in plan.silent_times():
             await self._receiver_tracker.allocate(time_ms)
-            for stream in self._inputs:
-                await stream.prepare(time_ms)
+            await self._read_inputs(time_ms)
             for output in self._outputs:
                 output.dependencies[0].get_or_compute(time_ms)
             for state_stream in stateful:
@@ -433,8 +442,7 @@ class StreamingContext:
     async def _generate_batch(self, time_ms: int) -> None:
         await self._receiver_tracker.allocate(time_ms)
         try:
-            for stream in self._inputs:
-                await stream.prepare(time_ms)
+            await self._read_inputs(time_ms)
             jobs = [job for out in self._outputs if (job := out.generate_job(time_ms))]
         except Exception as exc:  # e.g. a transform function raised: that batch fails
             from .errors import JobFailedError
@@ -445,6 +453,14 @@ class StreamingContext:
         if self._checkpoints is not None:
             await self._checkpoints.batch_generated(time_ms)
         await self._job_scheduler.submit(time_ms, jobs, records)
+
+    async def _read_inputs(self, time_ms: int) -> None:
+        """Every input reads its batch at every batch time, even when no output emits then
+        (a window sliding slower than the batch): its data must land in that batch."""
+        for stream in self._inputs:
+            await stream.prepare(time_ms)
+        for stream in self._inputs:
+            stream.get_or_compute(time_ms)
 
     async def _batch_completed(self, time_ms: int) -> None:
         if self._checkpoints is not None:

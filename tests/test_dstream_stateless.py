@@ -419,6 +419,27 @@ async def test_cached_stream_computes_each_batch_once(how: str) -> None:
     assert [r for _, r in second] == [[11, 21, 31], [41, 51], [61]]
 
 
+async def test_cached_stream_read_by_a_window_computes_each_batch_once() -> None:
+    """The direct output forgets a batch after one interval, the window needs it for three:
+    the cache must stay until the cached stream itself forgets the batch."""
+    calls: list[int] = []
+
+    def counted(x: int) -> int:
+        calls.append(x)
+        return x
+
+    async with StreamingContext(1.0, master="local", clock=ManualClock(0.0)) as ssc:
+        mapped = ssc.queue_stream([[1], [2], [3], [4]]).map(counted).cache()
+        direct = collect_batches(mapped)
+        windowed = collect_batches(mapped.window(3.0, 1.0))
+        await ssc.start()
+        await advance_batches(ssc, 4)
+    assert ssc.errors == []
+    assert [r for _, r in direct] == [[1], [2], [3], [4]]
+    assert [sorted(r) for _, r in windowed] == [[1], [1, 2], [1, 2, 3], [2, 3, 4]]
+    assert sorted(calls) == [1, 2, 3, 4]
+
+
 async def test_uncached_stream_computes_once_per_output() -> None:
     calls: list[int] = []
 

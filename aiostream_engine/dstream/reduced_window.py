@@ -1,0 +1,670 @@
+"""The window streams: ``WindowedDStream`` (window, and the naive reduce over a window) and
+``ReducedWindowedDStream`` (reduce_by_key_and_window with an inverse function).
+
+Both compute their parent's RDDs in time order, including parent batches that fall in
+no window (a slide longer than the window), and ask the parent for the RDD of every
+completed batch: a source whose batch t exists only around time t (receiver blocks,
+a directory listing) still reaches a window computed later, and a queue stream hands
+out its items to the batch times they belong to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import pickle
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import WindowCheckError
+from ..rdd.core import RDD, ParallelCollectionRDD, UnionRDD
+from ..rdd.tasks import RecordsInput, Stage, TaskPlan
+from ..timeutil import to_seconds
+from .base import DStream
+
+if TYPE_CHECKING:
+    from ..executor.runner import TaskRunner
+
+log = logging.getLogger(__name__)
+
+#: Given a window's partitions: the partitions to keep, and an error to raise (or None).
+Check = Callable[[list[list[Any]]], Awaitable[tuple[list[list[Any]], BaseException | None]]]
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT = _Absent()
+CHECKPOINT_VERSION = 1
+
+
+# ---- RDDs computed once, lineage dropped ---------------------------------------------------
+
+
+class MaterializedRDD(RDD):
+    """An RDD computed once; afterwards it keeps only its partitions and forgets its lineage.
+
+    Window intermediates are these: window t's lineage reaches window t - S, whose lineage
+    reaches t - 2S, ...; holding only partitions keeps memory bounded by the live keys.
+    ``check`` (async, given the partitions) may replace them and report an error, raised
+    once (checked inverse: the recomputed window replaces a wrong one).
+    """
+
+    def __init__(
+        self,
+        inner: RDD,
+        name: str,
+        check: Check | None = None,
+        post: Callable[[list[list[Any]]], list[list[Any]]] | None = None,
+    ) -> None:
+        super().__init__(inner._runner, inner.num_partitions, name)
+        self._inner: RDD | None = inner
+        self._parts: list[list[Any]] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._check = check
+        self._post = post  # what the tasks returned -> this RDD's partitions
+
+    @property
+    def materialized(self) -> bool:
+        return self._parts is not None
+
+    async def apartitions(self) -> list[list[Any]]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._parts is None:
+                assert self._inner is not None
+                parts = await self._runner.run_tasks(await self._inner._plans(), self.name)
+                if self._post is not None:
+                    parts, self._post = self._post(parts), None
+                check, self._check = self._check, None
+                error = None
+                if check is not None:
+                    parts, error = await check(parts)
+                self._parts, self._inner = parts, None
+                if error is not None:
+                    raise error
+            return self._parts
+
+    async def _plans(self) -> list[TaskPlan]:
+        return [TaskPlan(RecordsInput(part)) for part in await self.apartitions()]
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        return await self._plans()
+
+    def cache(self) -> RDD:
+        return self
+
+    def unpersist(self, blocking: bool = False) -> RDD:
+        return self  # its partitions go when the last reference to it does
+
+
+# ---- a batch kept for the window's span: pickled partitions ---------------------------------
+
+
+def _pack(records: list[Any]) -> bytes:
+    return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(part: bytes | list[Any]) -> list[Any]:
+    return pickle.loads(part) if isinstance(part, bytes) else part
+
+
+def _pack_stage(_index: int, records: Iterator[Any]) -> list[bytes]:
+    return [_pack(list(records))]
+
+
+@dataclass(frozen=True)
+class PackedInput:
+    """A task input whose records travel, and wait on the driver, pickled."""
+
+    payload: bytes
+
+    def open(self) -> Iterator[Any]:
+        return iter(pickle.loads(self.payload))
+
+
+class SpanBatchRDD(RDD):
+    """One batch's reduced-by-key result, kept while it is in the window's span.
+
+    Computed once; its partitions are then held pickled (packed in the task that computed
+    them), so the driver's heap, and the garbage collector's work, do not grow with the
+    window's length; a slide hands the bytes to the task that removes or adds them.
+    """
+
+    def __init__(self, inner: RDD, name: str) -> None:
+        super().__init__(inner._runner, inner.num_partitions, name)
+        self._inner: RDD | None = inner
+        self._packed: list[bytes] | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def materialized(self) -> bool:
+        return self._packed is not None
+
+    @property
+    def pending_lineage(self) -> RDD | None:
+        """What computes it, while it has not been computed."""
+        return self._inner if self._packed is None else None
+
+    async def apacked(self) -> list[bytes]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._packed is None:
+                assert self._inner is not None
+                plans = [p.then(Stage("pack", _pack_stage)) for p in await self._inner._plans()]
+                results = await self._runner.run_tasks(plans, self.name)
+                self._packed, self._inner = [r[0] for r in results], None
+            return self._packed
+
+    def set_packed(self, packed: list[bytes]) -> None:
+        """Computed by the slide that reduced it alongside the window."""
+        if self._packed is None:
+            self._packed, self._inner = packed, None
+
+    async def apartitions(self) -> list[list[Any]]:
+        return [_unpack(part) for part in await self.apacked()]
+
+    async def _plans(self) -> list[TaskPlan]:
+        # A TaskPlan input is anything with open() -> records (tasks.execute_task).
+        return [TaskPlan(PackedInput(part)) for part in await self.apacked()]  # type: ignore[arg-type]
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        return await self._plans()
+
+    def cache(self) -> RDD:
+        return self
+
+    def unpersist(self, blocking: bool = False) -> RDD:
+        return self
+
+
+def _union(rdds: list[RDD], runner: TaskRunner) -> RDD:
+    if not rdds:
+        return runner.empty_rdd()
+    return rdds[0] if len(rdds) == 1 else UnionRDD(rdds)
+
+
+# ---- window() ---------------------------------------------------------------------------
+
+
+class _WindowBase(DStream):
+    """Shared time arithmetic of the window streams."""
+
+    requires_checkpoint = False
+
+    def __init__(self, parent: DStream, name: str, window_ms: int, slide_ms: int) -> None:
+        super().__init__(parent.context, [parent], name, slide_ms)
+        self.window_ms = window_ms
+
+    @property
+    def window_duration(self) -> float:
+        return to_seconds(self.window_ms)
+
+    @property
+    def _parent(self) -> DStream:
+        return self.dependencies[0]
+
+    def _parent_times(self, after_ms: int, until_ms: int) -> list[int]:
+        """The parent's valid batch times in (after_ms, until_ms], oldest first."""
+        step = self._parent.slide_ms
+        start = after_ms + step
+        return [t for t in range(start, until_ms + 1, step) if self._parent.is_time_valid(t)]
+
+    def _touch_parent(self, time_ms: int) -> None:
+        """Have the parent generate its RDD of a completed batch now (see module doc)."""
+        if not self._parent.is_time_valid(time_ms):
+            return
+        try:
+            self._parent_rdd(time_ms)
+        except Exception:  # it fails again, reported, when a window needs that batch
+            log.debug("%s: parent batch %d not generated early", self.name, time_ms, exc_info=True)
+
+    def _parent_rdd(self, time_ms: int) -> RDD | None:
+        return self._parent.get_or_compute(time_ms)
+
+    def clear_metadata(self, time_ms: int) -> None:
+        self._touch_parent(time_ms)
+        super().clear_metadata(time_ms)
+
+
+class WindowedDStream(_WindowBase):
+    """At t: the union of the parent's RDDs with times in (t - W, t]."""
+
+    def __init__(self, parent: DStream, window_ms: int, slide_ms: int) -> None:
+        super().__init__(parent, "window", window_ms, slide_ms)
+
+    @property
+    def parent_remember_ms(self) -> int:
+        return self.window_ms
+
+    def compute(self, time_ms: int) -> RDD | None:
+        span = max(self.window_ms, self.slide_ms)
+        rdds = []
+        for t in self._parent_times(time_ms - span, time_ms):
+            rdd = self._parent_rdd(t)  # a batch in no window is still generated, in order
+            if rdd is None or t <= time_ms - self.window_ms:
+                continue
+            if not isinstance(rdd, ParallelCollectionRDD | MaterializedRDD | SpanBatchRDD):
+                rdd.cache()  # Spark persists a window's parent: each batch serves W/S windows
+            rdds.append(rdd)
+        return _union(rdds, self._ssc.spark_context)
+
+
+# ---- reduce_by_key_and_window with an inverse function ------------------------------------
+
+
+def _reduce_values(func: Callable[[Any, Any], Any], values: list[Any]) -> Any:
+    result = values[0]
+    for value in values[1:]:
+        result = func(result, value)
+    return result
+
+
+def _window_merger(
+    func: Callable[[Any, Any], Any],
+    inv_func: Callable[[Any, Any], Any],
+    filter_func: Callable[[Any], bool] | None,
+) -> Callable[[Iterator[Any]], Iterable[Any]]:
+    """Runs in the task: (key, ([previous], [leaving...], [entering...])) -> (key, value)."""
+
+    def merge(records: Iterator[Any]) -> Iterator[Any]:
+        for key, (previous, leaving, entering) in records:
+            if previous:
+                value = previous[0]
+                if leaving:
+                    value = inv_func(value, _reduce_values(func, leaving))
+                if entering:
+                    value = func(value, _reduce_values(func, entering))
+            elif entering:
+                value = _reduce_values(func, entering)
+            else:  # only in leaving batches: it had been filtered out of the window
+                continue
+            if filter_func is None or filter_func((key, value)):
+                yield key, value
+
+    return merge
+
+
+def _reduce_into(
+    func: Callable[[Any, Any], Any], into: dict[Any, Any], records: Iterable[Any]
+) -> None:
+    for key, value in records:
+        into[key] = func(into[key], value) if key in into else value
+
+
+def _slide_task(
+    func: Callable[[Any, Any], Any],
+    inv_func: Callable[[Any, Any], Any],
+    filter_func: Callable[[Any], bool] | None,
+    previous: list[Any],
+    leaving: list[bytes | list[Any]],
+    entering: list[bytes | list[Any]],
+) -> Callable[[int, Iterator[Any]], Iterable[Any]]:
+    """One partition of a slide, in the task: its input is the newest batch's reduced
+    records of this partition; it returns [those records packed, the window's records].
+    Every input is partitioned alike, so a key's values all meet in this partition."""
+
+    def run(_index: int, fresh: Iterator[Any]) -> list[Any]:
+        fresh_records = list(fresh)
+        left: dict[Any, Any] = {}
+        for part in leaving:
+            _reduce_into(func, left, _unpack(part))
+        entered: dict[Any, Any] = {}
+        for part in entering:
+            _reduce_into(func, entered, _unpack(part))
+        _reduce_into(func, entered, fresh_records)
+        window: list[Any] = []
+        for key, value in previous:
+            if key in left:
+                value = inv_func(value, left[key])
+            if key in entered:
+                value = func(value, entered.pop(key))
+            window.append((key, value))
+        window.extend(entered.items())  # keys with no previous value
+        if filter_func is not None:
+            window = [pair for pair in window if filter_func(pair)]
+        return [_pack(fresh_records), window]
+
+    return run
+
+
+class _SlideRDD(RDD):
+    """A slide as one task per partition: the reduce side of the newest batch's shuffle,
+    merged in the same task with the previous window and the batches leaving and entering
+    (their partitions travel with the task). Returns [batch part, window part] per task."""
+
+    def __init__(
+        self,
+        stream: ReducedWindowedDStream,
+        num_partitions: int,
+        fresh: SpanBatchRDD | None,
+        previous: RDD | None,
+        leaving: list[RDD],
+        entering: list[RDD],
+    ) -> None:
+        runner = stream.context.spark_context
+        super().__init__(runner, num_partitions, stream.operator_name)
+        self._merge = (stream._func, stream._inv_func, stream._filter_func)
+        self._fresh = fresh
+        self._previous = previous
+        self._leaving = leaving
+        self._entering = entering
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        n = self.num_partitions
+        previous = await _partitions_of(self._previous) if self._previous is not None else [[]] * n
+        leaving = [await _span_parts(rdd) for rdd in self._leaving]
+        entering = [await _span_parts(rdd) for rdd in self._entering]
+        fresh = self._fresh
+        lineage = fresh.pending_lineage if fresh is not None else None
+        if lineage is not None:
+            base = await lineage._plans()
+        else:
+            if fresh is not None:
+                entering.append(await fresh.apacked())
+            base = [TaskPlan(RecordsInput([])) for _ in range(n)]
+        return [
+            plan.then(
+                Stage(
+                    self.name,
+                    _slide_task(
+                        *self._merge,
+                        previous[i],
+                        [part[i] for part in leaving],
+                        [part[i] for part in entering],
+                    ),
+                )
+            )
+            for i, plan in enumerate(base)
+        ]
+
+    def split(self, results: list[list[Any]]) -> list[list[Any]]:
+        """The tasks' [packed batch part, window part] pairs -> the window's partitions."""
+        if self._fresh is not None:
+            self._fresh.set_packed([pair[0] for pair in results])
+        return [pair[1] for pair in results]
+
+
+def _filtered(filter_func: Callable[[Any], bool]) -> Callable[[Iterator[Any]], Iterable[Any]]:
+    return lambda records: filter(filter_func, records)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+class ReducedWindowedDStream(_WindowBase):
+    """reduce_by_key_and_window with an inverse function: each slide is
+    ``previous window - leaving batches + entering batches``, per key, on the executor.
+
+    It keeps, for the window's span, each parent batch's reduced-by-key result, computed
+    once and held pickled (``SpanBatchRDD``), and the previous window's result as
+    partitions (``MaterializedRDD``); both are dropped once they leave the span (as
+    batches complete). The per-key merge runs in tasks: normally each partition's slide is
+    one task that also finishes the newest batch's reduce (``_SlideRDD``: every input is
+    hash-partitioned into the same partition count); restored data partitioned otherwise
+    goes through a cogroup instead. So a slide costs the batches entering and leaving plus
+    the previous window's keys, whatever the window's length.
+    """
+
+    requires_checkpoint = True
+
+    def __init__(
+        self,
+        reduced: DStream,
+        func: Callable[[Any, Any], Any],
+        inv_func: Callable[[Any, Any], Any],
+        filter_func: Callable[[Any], bool] | None,
+        window_ms: int,
+        slide_ms: int,
+        num_partitions: int | None,
+        state_name: str | None = None,
+    ) -> None:
+        super().__init__(reduced, "reduce_by_key_and_window", window_ms, slide_ms)
+        self._func = func
+        self._inv_func = inv_func
+        self._filter_func = filter_func
+        self.num_partitions = num_partitions
+        self.state_name = state_name
+        self._batches: dict[int, RDD] = {}  # parent time -> its reduced batch
+        self._windows: dict[int, RDD] = {}  # window time -> its result
+        self._last_window_ms: int | None = None  # the newest window computed
+        self._completed_ms: int | None = None  # the newest batch completed
+
+    @property
+    def operator_name(self) -> str:
+        return self.state_name or "reduce_by_key_and_window"
+
+    @property
+    def parent_remember_ms(self) -> int:
+        # The span's batches are kept here, computed; the parent keeps no lineage for it.
+        return 0
+
+    # ---- the span ---------------------------------------------------------------------------
+
+    def _batch(self, time_ms: int) -> RDD | None:
+        rdd = self._batches.get(time_ms)
+        if rdd is None:
+            parent_rdd = self._parent_rdd(time_ms)
+            if parent_rdd is None:
+                return None
+            rdd = SpanBatchRDD(parent_rdd, f"{self.operator_name} batch {to_seconds(time_ms):g}")
+            self._batches[time_ms] = rdd
+        return rdd
+
+    def _touch_parent(self, time_ms: int) -> None:
+        if time_ms in self._batches or not self._parent.is_time_valid(time_ms):
+            return
+        if self._last_window_ms is not None and time_ms <= self._last_window_ms:
+            return  # a window already took it (or it fell in no window)
+        try:
+            if self._in_a_window(time_ms):
+                self._batch(time_ms)
+            else:
+                self._parent_rdd(time_ms)
+        except Exception:  # it fails again, reported, when a window needs that batch
+            log.debug("%s: batch %d not generated early", self.name, time_ms, exc_info=True)
+
+    def _in_a_window(self, time_ms: int) -> bool:
+        """Whether the first window at or after ``time_ms`` contains it."""
+        assert self._zero_ms is not None
+        since = time_ms - self._zero_ms
+        next_window = self._zero_ms + -(-since // self.slide_ms) * self.slide_ms
+        return time_ms > next_window - self.window_ms
+
+    def _span(self, times: Iterable[int]) -> list[RDD]:
+        return [rdd for t in times if (rdd := self._batch(t)) is not None]
+
+    # ---- one slide ----------------------------------------------------------------------------
+
+    def compute(self, time_ms: int) -> RDD | None:
+        window, slide = self.window_ms, self.slide_ms
+        runner = self._ssc.spark_context
+        previous_ms = time_ms - slide
+        # Parent batches strictly in no window (slide > window) are generated, in order.
+        for t in self._parent_times(previous_ms, time_ms - window):
+            if t not in self._batches:
+                self._parent_rdd(t)
+        leaving = self._span(self._parent_times(previous_ms - window, min(previous_ms, time_ms - window)))
+        entering = self._span(self._parent_times(max(previous_ms, time_ms - window), time_ms))
+        previous = self._windows.get(previous_ms)
+        n = self.num_partitions or runner.default_parallelism
+        name = f"{self.operator_name} window {to_seconds(time_ms):g}"
+        post = None
+        if previous is None and self._zero_ms is not None and previous_ms > self._zero_ms:
+            # No previous result (restored without it, or its batch failed): from scratch.
+            merged = self._from_scratch(time_ms)
+        elif all(r.num_partitions == n for r in [*leaving, *entering, *([previous] if previous else [])]):
+            # Everything is hash-partitioned alike (n partitions): merge partition-wise, in
+            # the tasks that reduce the newest batch.
+            newest = self._batches.get(time_ms)
+            fresh = newest if isinstance(newest, SpanBatchRDD) else None
+            others = [r for r in entering if r is not fresh]
+            slide_rdd = _SlideRDD(self, n, fresh, previous, leaving, others)
+            merged, post = slide_rdd, slide_rdd.split
+        else:  # partitioned differently (restored from a run with another partition count)
+            merged = (
+                (previous or runner.empty_rdd())
+                .cogroup(_union(leaving, runner), _union(entering, runner), num_partitions=n)
+                .map_partitions(_window_merger(self._func, self._inv_func, self._filter_func))
+            )
+        result = MaterializedRDD(merged, name, self._check_for(time_ms), post)
+        self._windows[time_ms] = result
+        self._last_window_ms = time_ms
+        return result
+
+    def _window_at_or_before(self, time_ms: int) -> int | None:
+        return max((t for t in self._windows if t <= time_ms), default=None)
+
+    def clear_metadata(self, time_ms: int) -> None:
+        """Batch ``time_ms`` completed: drop the windows before the newest completed one and
+        the batches that have left it (later windows, computed ahead, hold what they use)."""
+        super().clear_metadata(time_ms)
+        self._completed_ms = max(self._completed_ms or time_ms, time_ms)
+        newest = self._window_at_or_before(time_ms)
+        if newest is None:
+            return
+        for t in [t for t in self._windows if t < newest]:
+            del self._windows[t]
+        for t in [t for t in self._batches if t <= newest - self.window_ms]:
+            del self._batches[t]
+
+    def _from_scratch(self, time_ms: int) -> RDD:
+        runner = self._ssc.spark_context
+        batches = self._span(self._parent_times(time_ms - self.window_ms, time_ms))
+        rdd = _union(batches, runner).reduce_by_key(self._func, self.num_partitions)
+        if self._filter_func is not None:
+            rdd = rdd.map_partitions(_filtered(self._filter_func))
+        return rdd
+
+    # ---- checked inverse ----------------------------------------------------------------------
+
+    def _check_for(self, time_ms: int) -> Check | None:
+        every = self._ssc.conf.window_check_interval or 0
+        assert self._zero_ms is not None
+        if every <= 0 or ((time_ms - self._zero_ms) // self.slide_ms) % every:
+            return None
+        expected_rdd = self._from_scratch(time_ms)
+
+        async def check(
+            parts: list[list[Any]],
+        ) -> tuple[list[list[Any]], BaseException | None]:
+            expected_parts = await expected_rdd.acollect_partitions()
+            got = {k: v for part in parts for k, v in part}
+            expected = {k: v for part in expected_parts for k, v in part}
+            differing = {
+                key: (got.get(key, ABSENT), expected.get(key, ABSENT))
+                for key in got.keys() | expected.keys()
+                if key not in got or key not in expected or not _same(got[key], expected[key])
+            }
+            if not differing:
+                return parts, None
+            error = WindowCheckError(
+                self.operator_name,
+                self._mismatch_message(time_ms, differing),
+                dict(sorted(differing.items(), key=lambda kv: repr(kv[0]))[:20]),
+            )
+            return expected_parts, error  # later slides go on from the right window
+
+        return check
+
+    def _mismatch_message(self, time_ms: int, differing: dict[Any, tuple[Any, Any]]) -> str:
+        sample = sorted(differing.items(), key=lambda kv: repr(kv[0]))[:5]
+        shown = "; ".join(
+            f"key {key!r}: incremental {got!r}, recomputed {want!r}" for key, (got, want) in sample
+        )
+        return (
+            f"{self.operator_name}: the incremental window at {to_seconds(time_ms):g} s differs "
+            f"from a recomputation from scratch for {len(differing)} key(s) ({shown}). "
+            "The inverse function must undo the function (inv_func(func(a, b), b) == a), and "
+            "without filter_func a key whose value returns to zero stays in the window "
+            "(checked every window_check_interval slides)."
+        )
+
+    # ---- checkpoint hooks ---------------------------------------------------------------------
+
+    async def checkpoint_data(self, time_ms: int | None = None) -> dict[str, Any] | None:
+        """What resuming after batch ``time_ms`` needs, as plain partitions: the newest
+        window at or before it and the reduced batches up to it that later windows use.
+
+        ``time_ms`` defaults to the newest batch generated, but at most the one after the
+        newest completed batch (a state checkpoint is written as its batch completes).
+        """
+        if time_ms is None:
+            time_ms = self._default_checkpoint_time()
+            if time_ms is None:
+                return None
+        self._touch_parent(time_ms)
+        newest = self._window_at_or_before(time_ms)
+        windows = {newest: self._windows[newest]} if newest is not None else {}
+        batches = {
+            t: rdd
+            for t, rdd in self._batches.items()
+            if t <= time_ms and (newest is None or t > newest - self.window_ms)
+        }
+        return {
+            "version": CHECKPOINT_VERSION,
+            "operator": self.name,
+            "time_ms": time_ms,
+            "window_ms": self.window_ms,
+            "slide_ms": self.slide_ms,
+            "window": {t: await _partitions_of(rdd) for t, rdd in sorted(windows.items())},
+            "batches": {t: await _partitions_of(rdd) for t, rdd in sorted(batches.items())},
+        }
+
+    def _default_checkpoint_time(self) -> int | None:
+        generated = getattr(self._ssc._job_generator, "last_generated_ms", None)
+        if generated is None:
+            return None
+        if self._completed_ms is None:
+            return generated
+        return min(generated, self._completed_ms + self._ssc.batch_ms)
+
+    def restore_checkpoint_data(self, data: dict[str, Any] | None) -> None:
+        """Resume from ``checkpoint_data``'s result: the next window after its batch starts
+        from the saved window, removing and adding batches as usual."""
+        if not data:
+            return
+        if data.get("operator") != self.name or data.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{self.operator_name}: cannot restore checkpoint data of "
+                f"{data.get('operator')!r} (version {data.get('version')!r})"
+            )
+        runner = self._ssc.spark_context
+        self._windows = {
+            int(t): runner.from_partitions(parts, f"{self.operator_name} window (restored)")
+            for t, parts in data.get("window", {}).items()
+        }
+        self._batches = {
+            int(t): runner.from_partitions(parts, f"{self.operator_name} batch (restored)")
+            for t, parts in data.get("batches", {}).items()
+        }
+        self._last_window_ms = max(self._windows, default=None)
+        if data.get("time_ms") is not None:
+            self._completed_ms = int(data["time_ms"])
+
+
+async def _span_parts(rdd: RDD) -> list[bytes] | list[list[Any]]:
+    """A batch's partitions as the slide task takes them (packed when they are)."""
+    if isinstance(rdd, SpanBatchRDD):
+        return await rdd.apacked()
+    return await _partitions_of(rdd)
+
+
+async def _partitions_of(rdd: RDD) -> list[list[Any]]:
+    if isinstance(rdd, MaterializedRDD | SpanBatchRDD):
+        return [list(part) for part in await rdd.apartitions()]
+    if isinstance(rdd, ParallelCollectionRDD):
+        return [list(part) for part in rdd.partitions]
+    return await rdd.acollect_partitions()

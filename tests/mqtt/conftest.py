@@ -1,3 +1,0 @@
-from tests.brokers import mosquitto
-
-__all__ = ["mosquitto"]
