@@ -1,0 +1,212 @@
+"""Turning a suite result into bench/results/: JSON, markdown tables, PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .method import Plan, SizeResult, sustainable
+from .suite import OURS, OURS_LOCAL, PYSPARK
+
+Row = list[str]
+
+
+def _table(header: Row, rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _rate(x: float | None) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.0f}k"
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x * 1e3:.0f} ms" if x >= 0.1 else f"{x * 1e3:.1f} ms"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+class Summary:
+    """Reads one suite result; every table and plot draws from here."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.plan = Plan(**data["settings"]["plan"])
+        self.quick = data["settings"]["quick"]
+
+    def run(self, workload: str, peer: str) -> dict[str, Any] | None:
+        result = self.data["throughput"].get(workload, {}).get(peer)
+        return result if result and result.get("available") else None
+
+    def sizes(self, workload: str, peer: str) -> list[SizeResult]:
+        run = self.run(workload, peer)
+        return [SizeResult.from_json(s) for s in run["sizes"]] if run else []
+
+    def best(self, workload: str, peer: str) -> SizeResult | None:
+        return sustainable(self.sizes(workload, peer), self.plan)
+
+    def throughput(self, workload: str, peer: str) -> float | None:
+        best = self.best(workload, peer)
+        return best.throughput if best else None
+
+    def why(self, workload: str, peer: str) -> str:
+        result = self.data["throughput"].get(workload, {}).get(peer)
+        if result is None:
+            return "not run"
+        if not result.get("available"):
+            return "not available"
+        return "none < 1 s" if self.best(workload, peer) is None else ""
+
+    def floor(self, workload: str, peer: str) -> SizeResult | None:
+        run = self.run(workload, peer)
+        return SizeResult.from_json(run["floor"]) if run and run.get("floor") else None
+
+    def ceiling(self, workload: str) -> float | None:
+        entry = self.data["ceiling"].get(workload)
+        return entry["two_core"] if entry else None
+
+    def startup(self, peer: str) -> float | None:
+        floor = self.floor("W1", peer)
+        return floor.startup_s if floor else None
+
+    def peak_mb(self, workload: str, peer: str) -> float | None:
+        best = self.best(workload, peer)
+        return best.peak_rss_mb if best else None
+
+    def loop_lag_p99_ms(self, workload: str, peer: str) -> float | None:
+        best = self.best(workload, peer)
+        return best.extra.get("loop_lag_p99_ms") if best else None
+
+
+def _cell(s: Summary, workload: str, peer: str) -> str:
+    value = s.throughput(workload, peer)
+    return _rate(value) if value else s.why(workload, peer)
+
+
+def throughput_table(s: Summary) -> str:
+    header = ["workload", OURS.name, OURS_LOCAL.name, PYSPARK.name, "ceiling (2 cores)",
+              "ours / PySpark (target >= 1.5x)", "ours / ceiling (target >= 0.5)"]
+    rows = []
+    for w in s.data["settings"]["workloads"]:
+        ours, spark, ceil = s.throughput(w, OURS.name), s.throughput(w, PYSPARK.name), s.ceiling(w)
+        vs_spark, vs_ceil = _ratio(ours, spark), _ratio(ours, ceil)
+        rows.append([
+            w,
+            _cell(s, w, OURS.name),
+            _cell(s, w, OURS_LOCAL.name),
+            _cell(s, w, PYSPARK.name),
+            _rate(ceil),
+            "n/a" if vs_spark is None else f"{vs_spark:.2f}x {_verdict(vs_spark >= 1.5)}",
+            "n/a" if vs_ceil is None else f"{vs_ceil:.2f} {_verdict(vs_ceil >= 0.5)}",
+        ])
+    return _table(header, rows)
+
+
+def figures_table(s: Summary) -> str:
+    ours_floor = [f.median for w in ("W1", "W2") if (f := s.floor(w, OURS.name))]
+    spark_floor = [f.median for w in ("W1", "W2") if (f := s.floor(w, PYSPARK.name))]
+    ours_peak = s.peak_mb("W2", OURS.name)
+    spark_peak = s.peak_mb("W2", PYSPARK.name)
+    lag = s.loop_lag_p99_ms("W2", OURS.name)
+    startup = s.startup(OURS.name)
+    rows = [
+        ["per-batch floor (1,000 events; W1 / W2)",
+         " / ".join(_ms(x) for x in ours_floor) or "n/a",
+         " / ".join(_ms(x) for x in spark_floor) or "n/a",
+         "< 10 ms", _verdict(max(ours_floor) < 0.010 if ours_floor else None)],
+        ["start to first completed batch (W1 floor run)", _ms(startup),
+         _ms(s.startup(PYSPARK.name)), "< 1 s", _verdict(startup < 1.0 if startup else None)],
+        ["peak memory, all processes (W2 at sustainable N)",
+         f"{ours_peak:.0f} MB" if ours_peak else "n/a",
+         f"{spark_peak:.0f} MB" if spark_peak else "n/a",
+         "< 1/4 of PySpark",
+         _verdict(ours_peak < spark_peak / 4 if ours_peak and spark_peak else None)],
+        ["event-loop lag p99 (W2 at sustainable N)", "n/a" if lag is None else f"{lag:.0f} ms",
+         "no event loop", "< 20 ms", _verdict(lag < 20 if lag is not None else None)],
+    ]
+    return _table(["figure", OURS.name, PYSPARK.name, "target", "verdict"], rows)
+
+
+def sizes_table(s: Summary) -> str:
+    rows = []
+    for w in s.data["settings"]["workloads"]:
+        for peer in (OURS.name, OURS_LOCAL.name, PYSPARK.name):
+            for r in s.sizes(w, peer):
+                rows.append([
+                    w, peer, f"{r.size:,}", f"{len(r.measured)}",
+                    "n/a" if math.isinf(r.median) else f"{r.median:.3f} s",
+                    _rate(r.throughput) if not math.isinf(r.median) else "n/a",
+                    "yes" if r.passes(s.plan.interval, s.plan.measured) else
+                    ("aborted (too slow)" if r.aborted else "no"),
+                    f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb else "n/a",
+                    f"{r.extra['loop_lag_p99_ms']:.0f} ms" if "loop_lag_p99_ms" in r.extra else "-",
+                ])
+    return _table(["workload", "engine", "N", "measured batches", "median processing",
+                   "N / median", "< 1 s", "peak memory", "loop lag p99"], rows)
+
+
+def latency_table(s: Summary) -> str:
+    lat = s.data["latency"]
+    if not lat.get("available"):
+        return f"W4 not run: {lat.get('reason')}"
+    rows = []
+    for r in lat["runs"]:
+        if not r.get("available"):
+            rows.append([f"{r['interval']:g} s", "failed", "", "", "", "", "", ""])
+            continue
+        p = r["latency_s"]
+        ok = r["interval"] > 0.1 or (r["output_rate"] >= 200_000 and p.get("p99", 9) < 0.3)
+        rows.append([
+            f"{r['interval']:g} s", _rate(r["rate"]), _rate(r["output_rate"]),
+            _ms(p.get("p50")), _ms(p.get("p99")), _ms(r.get("processing_median_s")),
+            _ms(r.get("scheduling_delay_max_s")), f"{r['loop_lag_p99_ms']:.0f} ms",
+            "0.1 s: >= 200k/s, p99 < 300 ms: " + _verdict(ok) if r["interval"] <= 0.1 else "-",
+        ])
+    return _table(["batch", "offered rate", "output rate", "latency p50", "latency p99",
+                   "median processing", "max scheduling delay", "loop lag p99", "target"], rows)
+
+
+def write(data: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    s = Summary(data)
+    mode = "quick (smoke test: fewer sizes and batches; not the method's figures)" if s.quick else "full"
+    header = (
+        f"Mode: {mode}. PySpark {data.get('pyspark_version') or 'not installed'}. "
+        f"Batch interval {s.plan.interval:g} s, {s.plan.warmup} warm-up + {s.plan.measured} "
+        f"measured batches per size (W3: +{s.plan.window_batches} to fill the window). "
+        f"Suite took {data['elapsed_s'] / 60:.1f} min on a shared, noisy 2-core machine: "
+        "quote medians and same-run ratios.\n"
+    )
+    written = []
+    pages = {
+        "throughput": [("Sustainable throughput (events/s)", throughput_table(s)),
+                       ("Other figures", figures_table(s)),
+                       ("Processing time against N", sizes_table(s))],
+        "latency": [("W4: event-to-output latency (W2 from a receiver, local[2])", latency_table(s))],
+    }
+    for name, sections in pages.items():
+        md = out / f"{name}.md"
+        body = "\n\n".join(f"## {title}\n\n{table}" for title, table in sections)
+        md.write_text(f"# {name}\n\n{header}\n{body}\n")
+        written.append(md)
+    part = {"throughput": {k: data[k] for k in data if k not in ("latency",)},
+            "latency": {k: data[k] for k in data if k not in ("throughput", "ceiling")}}
+    for name, content in part.items():
+        path = out / f"{name}.json"
+        path.write_text(json.dumps(content, indent=1, default=float))
+        written.append(path)
+    from .plots import plot_all
+
+    written += plot_all(s, out)
+    return written

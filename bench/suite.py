@@ -1,0 +1,161 @@
+"""Runs every benchmark in one invocation: each peer in its own subprocess, in turn.
+
+Order per workload: our engine on local[2], on local, then PySpark local[2]; W3 starts its
+size search one step below each peer's W2 result (it does W2's work and more). W4 then
+runs at half of our W2 sustainable rate, and the ceiling runs last in this process.
+"""
+
+from __future__ import annotations
+
+import bisect
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import ceiling
+from .method import Job, Plan, SizeResult, sustainable
+from .procmem import ChildRun, run_child
+from .pyspark_runner import pyspark_version
+
+FULL_SIZES = [50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000]
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    engine: str  # aiostream | pyspark
+    master: str
+    module: str
+
+
+OURS = Peer("aiostream local[2]", "aiostream", "local[2]", "bench.engine_runner")
+OURS_LOCAL = Peer("aiostream local", "aiostream", "local", "bench.engine_runner")
+PYSPARK = Peer("PySpark local[2]", "pyspark", "local[2]", "bench.pyspark_runner")
+
+
+@dataclass
+class Settings:
+    quick: bool
+    sizes: list[int]
+    plan: Plan
+    peers: list[Peer]
+    workloads: list[str] = field(default_factory=lambda: ["W1", "W2", "W3"])
+    latency_intervals: list[float] = field(default_factory=lambda: [1.0, 0.1])
+    latency_duration: float = 20.0
+    ceiling_size: int = 200_000
+    ceiling_repeats: int = 7
+
+    @classmethod
+    def of(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(
+                True, [100_000, 400_000], Plan(warmup=1, measured=4, window_batches=6),
+                [OURS, PYSPARK], latency_duration=3.0, ceiling_repeats=3,
+            )
+        return cls(False, FULL_SIZES, Plan(), [OURS, OURS_LOCAL, PYSPARK])
+
+
+def _attach_memory(result: dict[str, Any], run: ChildRun) -> None:
+    for entry in [result.get("floor"), *result.get("sizes", [])]:
+        if entry:
+            entry["peak_rss_mb"] = run.peak_mb(*entry["wall"])
+    result["peak_rss_mb"] = run.peak_mb()
+    result["log"] = run.log
+
+
+def _w3_start(settings: Settings, w2: dict[str, Any] | None) -> int:
+    if not w2 or not w2.get("available"):
+        return 0
+    best = sustainable([SizeResult.from_json(s) for s in w2["sizes"]], settings.plan)
+    if best is None:
+        return 0
+    return max(0, bisect.bisect_left(settings.sizes, best.size) - 1)
+
+
+def _timeout(settings: Settings, workload: str) -> float:
+    per_size = settings.plan.batches_for(workload) * settings.plan.interval * 3 + 90
+    return per_size * (len(settings.sizes) + 1) + 120
+
+
+def run_throughput(settings: Settings, log_dir: Path, say: Any) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {}
+    for workload in settings.workloads:
+        results[workload] = {}
+        for peer in settings.peers:
+            if peer.engine == "pyspark" and pyspark_version() is None:
+                results[workload][peer.name] = {
+                    "available": False, "reason": "pyspark not installed: pip install -e '.[bench]'",
+                }
+                continue
+            start = 0
+            if workload == "W3":
+                start = _w3_start(settings, results["W2"].get(peer.name))
+            job = Job(
+                workload, peer.engine, peer.master, settings.sizes, start,
+                floor=workload != "W3", plan=settings.plan,
+            )
+            say(f"{workload} on {peer.name} ...")
+            began = time.time()
+            run = run_child(peer.module, job.to_json(), _timeout(settings, workload), log_dir)
+            result = run.result or {
+                "available": False,
+                "reason": f"runner failed (exit {run.returncode}), see {run.log}",
+            }
+            _attach_memory(result, run)
+            results[workload][peer.name] = result
+            say(f"  done in {time.time() - began:.0f} s: {_brief(result, settings.plan)}")
+    return results
+
+
+def _brief(result: dict[str, Any], plan: Plan) -> str:
+    if not result.get("available"):
+        return f"not available ({result.get('reason')})"
+    best = sustainable([SizeResult.from_json(s) for s in result["sizes"]], plan)
+    if best is None:
+        return "no size sustainable"
+    return f"{best.throughput:,.0f} events/s at N={best.size:,}"
+
+
+def run_latency(settings: Settings, w2: dict[str, Any] | None, log_dir: Path, say: Any) -> dict[str, Any]:
+    best = None
+    if w2 and w2.get("available"):
+        best = sustainable([SizeResult.from_json(s) for s in w2["sizes"]], settings.plan)
+    if best is None:
+        return {"available": False, "reason": "no W2 sustainable rate to halve"}
+    rate = best.throughput / 2
+    runs = []
+    for interval in settings.latency_intervals:
+        job = Job("W4", "aiostream", OURS.master, plan=Plan(interval=interval), rate=rate,
+                  duration=settings.latency_duration)
+        say(f"W4 at {rate:,.0f} events/s, batch {interval:g} s ...")
+        run = run_child("bench.latency", job.to_json(), settings.latency_duration + 90, log_dir)
+        result = run.result or {"available": False, "reason": f"runner failed, see {run.log}"}
+        result["peak_rss_mb"] = run.peak_mb()
+        result["interval"] = interval
+        runs.append(result)
+    return {"available": True, "rate": rate, "runs": runs}
+
+
+def run_all(settings: Settings, say: Any = print) -> dict[str, Any]:
+    began = time.time()
+    log_dir = Path(tempfile.mkdtemp(prefix="aiostream-bench-logs-"))
+    say(f"runner logs in {log_dir}")
+    throughput = run_throughput(settings, log_dir, say)
+    latency = run_latency(settings, throughput.get("W2", {}).get(OURS.name), log_dir, say)
+    say("ceiling ...")
+    ceilings = {
+        w: ceiling.measure(w, settings.ceiling_size, settings.ceiling_repeats,
+                           settings.plan.window_batches)
+        for w in settings.workloads
+    }
+    return {
+        "settings": {**asdict(settings), "peers": [p.name for p in settings.peers]},
+        "pyspark_version": pyspark_version(),
+        "started": began,
+        "elapsed_s": time.time() - began,
+        "throughput": throughput,
+        "latency": latency,
+        "ceiling": ceilings,
+    }
