@@ -56,6 +56,7 @@ from aiostream_engine.dstream.base import DStream
 from aiostream_engine.dstream.input import ReceiverInputDStream
 from aiostream_engine.dstream.transformed import UnionDStream
 from aiostream_engine.receiver.base import Receiver
+from aiostream_engine.sources.mqtt_redelivery import RedeliveryFilter
 
 if TYPE_CHECKING:
     from aiostream_engine.context import StreamingContext
@@ -84,6 +85,8 @@ class MqttRecord:
     arrival_time: float
     qos: int
     retain: bool
+    #: The MQTT packet identifier (0 for QoS 0): recognises a redelivery after a crash.
+    packet_id: int = 0
 
 
 class DeadLetter(NamedTuple):
@@ -92,6 +95,7 @@ class DeadLetter(NamedTuple):
     topic: str
     payload: bytes
     error: str
+    packet_id: int = 0
 
 
 def _text(payload: bytes) -> str:
@@ -192,6 +196,8 @@ class MqttReceiver(Receiver):
         self.messages_stored = 0
         self.dead_letter_count = 0
         self.connections = 0
+        # Main stream and dead letters are seeded separately on recovery: room for both.
+        self.redeliveries = RedeliveryFilter(2 * max_inflight)
 
     def _client(self) -> tuple[aiomqtt.Client, _DrainableQueue]:
         v5 = self.protocol == "5"
@@ -231,6 +237,7 @@ class MqttReceiver(Receiver):
         async with client:
             self.client = client
             try:
+                self.redeliveries.connected()
                 await self._subscribe(client)
                 self.connections += 1
                 self.report_healthy()
@@ -257,6 +264,15 @@ class MqttReceiver(Receiver):
             if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
                 raise group.exceptions[0] from None
             raise
+
+    def on_recovered(self, records: list[Any]) -> None:
+        """The write-ahead log's records (oldest first), main stream and dead letters:
+        the messages stored before a crash, whose PUBACK the broker may not have read."""
+        self.redeliveries.remember(
+            (r.packet_id, r.topic, r.payload)
+            for r in records
+            if isinstance(r, MqttRecord | DeadLetter)
+        )
 
     def _must_flush(self) -> bool:
         """Flush before a block interval passes when the block is full, or when the
@@ -293,17 +309,21 @@ class MqttReceiver(Receiver):
         records: list[MqttRecord] = []
         dead: list[DeadLetter] = []
         decode = self.decode
+        redeliveries = self.redeliveries
         for arrival, m in messages:
             topic = m.topic.value
             payload = m.payload if isinstance(m.payload, bytes) else bytes(m.payload or b"")
             try:
                 value = decode(payload)
             except Exception as exc:  # any decoder failure is a dead letter, never fatal
-                dead.append(DeadLetter(topic, payload, f"{type(exc).__name__}: {exc}"))
+                if not redeliveries.is_redelivery(m.mid, topic, payload):
+                    error = f"{type(exc).__name__}: {exc}"
+                    dead.append(DeadLetter(topic, payload, error, m.mid))
                 continue
-            records.append(
-                MqttRecord(topic, value, broker_time(m.properties), arrival, m.qos, m.retain)
-            )
+            if not redeliveries.is_redelivery(m.mid, topic, value):
+                records.append(MqttRecord(
+                    topic, value, broker_time(m.properties), arrival, m.qos, m.retain, m.mid
+                ))
         if records:
             await self.store_block(records)
         if dead:
@@ -313,7 +333,9 @@ class MqttReceiver(Receiver):
                 f"{len(dead)} undecodable payload(s) sent to dead letters "
                 f"(first on {dead[0].topic}: {dead[0].error})"
             )
-        self.messages_stored += len(messages)
+        redeliveries.remember((r.packet_id, r.topic, r.payload) for r in records)
+        redeliveries.remember((d.packet_id, d.topic, d.payload) for d in dead)
+        self.messages_stored += len(records) + len(dead)
         paho = client._client
         for _, m in messages:
             if m.qos:

@@ -143,6 +143,7 @@ class BlockInputDStream(InputDStream):
             position, replays = 0, {}
         else:
             position, replays = self._recovery
+        self._source_receiver().on_recovered([r for e in entries for r in e.records])
         by_id = {e.block_id: e for e in entries}
         claimed: set[int] = set()
         for time_ms, descriptor in sorted(replays.items()):
@@ -164,6 +165,9 @@ class BlockInputDStream(InputDStream):
         await wal.keep_only(needed)
         first_id = max([position, *(e.block_id + 1 for e in entries)])
         tracker.prepare_stream(self.id, wal, first_id, unallocated)
+
+    def _source_receiver(self) -> Receiver:
+        raise NotImplementedError
 
     def _has_metadata(self) -> bool:
         from ..checkpoint import CheckpointStore
@@ -191,6 +195,9 @@ class ReceiverInputDStream(BlockInputDStream):
         self.receiver = receiver
         self.channels: dict[str, ChannelInputDStream] = {}
 
+    def _source_receiver(self) -> Receiver:
+        return self.receiver
+
     def channel_stream(self, channel: str) -> ChannelInputDStream:
         """The stream of what the receiver stores into ``channel`` (created once)."""
         if channel not in self.channels:
@@ -207,3 +214,6 @@ class ChannelInputDStream(BlockInputDStream):
         super().__init__(ssc, f"{parent.name}.{channel}")
         self.parent = parent
         self.channel = channel
+
+    def _source_receiver(self) -> Receiver:
+        return self.parent.receiver

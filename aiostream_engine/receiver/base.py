@@ -90,6 +90,12 @@ class Receiver:
         """Whether a stream reads ``channel`` (else storing into it is a no-op)."""
         return channel in self._require_supervisor().channels
 
+    def on_recovered(self, records: list[Any]) -> None:
+        """Called before the first run after a crash with the records the write-ahead log
+        still holds for one of this receiver's streams (oldest first), for receivers whose
+        source redelivers what was stored but not yet acknowledged (MQTT)."""
+        return None
+
     def report_healthy(self) -> None:
         """The source is reachable again (e.g. connected): the next failure restarts after
         the initial restart delay instead of the backed-off one."""
