@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--malformed-fraction", type=float, default=0.01,
                       help="share of readings sent as broken JSON (default 0.01)")
     demo.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    demo.add_argument("--window", type=_non_negative_float, default=30.0,
+                      help="seconds of the sliding per-device view, every second; 0: off "
+                           "(default 30)")
+    demo.add_argument("--checkpoint-dir", default=None,
+                      help="checkpoint directory of the window (default: a temporary one)")
 
     commands.add_parser("conf", help="print the configuration keys, defaults and Spark keys")
     return parser
@@ -101,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         master=args.master,
         seed=args.seed,
         malformed_fraction=args.malformed_fraction,
+        window=args.window,
+        checkpoint_dir=args.checkpoint_dir,
     )
     try:
         _run_async(demo)

@@ -13,8 +13,10 @@ tests (and users) can run it on a ManualClock.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +48,30 @@ def parse_reading(line: str | bytes) -> tuple[str, Aggregate]:
 
 def add_aggregates(a: Aggregate, b: Aggregate) -> Aggregate:
     return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def subtract_aggregates(a: Aggregate, b: Aggregate) -> Aggregate:
+    return a[0] - b[0], a[1] - b[1], a[2] - b[2]
+
+
+def has_readings(pair: tuple[str, Aggregate]) -> bool:
+    return pair[1][0] > 0
+
+
+def window_span(batch_interval: float, window: float, slide: float = 1.0) -> tuple[float, float]:
+    """(window, slide) rounded to whole batches, as the window operations require."""
+    slide_batches = max(1, round(slide / batch_interval))
+    window_batches = max(slide_batches, round(window / (slide_batches * batch_interval)) * slide_batches)
+    return window_batches * batch_interval, slide_batches * batch_interval
+
+
+def windowed_averages(per_batch: DStream, window: float, slide: float) -> DStream:
+    """Per device over the last ``window`` seconds, every ``slide``: (count, sums), kept
+    incrementally (add what enters, subtract what leaves); devices gone quiet drop out."""
+    return per_batch.filter(lambda kv: kv[0] != MALFORMED).reduce_by_key_and_window(
+        add_aggregates, subtract_aggregates, window, slide, filter_func=has_readings,
+        name="demo_window",
+    )
 
 
 def aggregate_readings(readings: DStream, num_partitions: int | None = None) -> DStream:
@@ -89,6 +115,20 @@ def format_results(time: float, aggregates: list[tuple[str, Aggregate]], top: in
     return lines
 
 
+def format_window(window: float, aggregates: list[tuple[str, Aggregate]], top: int = 3) -> str:
+    """One line per slide: the window's devices, mean temperature and hottest devices."""
+    readings = sum(count for _, (count, _, _) in aggregates)
+    if not readings:
+        return f"   window {window:g} s: no readings"
+    mean = sum(temp for _, (_, temp, _) in aggregates) / readings
+    hottest = sorted(aggregates, key=lambda kv: (-kv[1][1] / kv[1][0], kv[0]))[:top]
+    shown = ", ".join(f"{device} {temp / count:.2f}" for device, (count, temp, _) in hottest)
+    return (
+        f"   window {window:g} s: {readings} readings from {len(aggregates)} devices, "
+        f"mean temp {mean:.2f}; hottest {shown}"
+    )
+
+
 def format_stats(info: BatchInfo) -> str:
     return (
         f"   stats {format_batch_time(info.batch_time)}: records {info.num_records}, "
@@ -124,9 +164,15 @@ class BatchStatsPrinter(StreamingListener):
 
 
 def attach_demo(
-    ssc: StreamingContext, readings: DStream, out: TextIO = sys.stdout, top: int = 5
+    ssc: StreamingContext,
+    readings: DStream,
+    out: TextIO = sys.stdout,
+    top: int = 5,
+    window: float | None = None,
 ) -> DemoTotals:
-    """Add the demo's output operation and statistics listener to ``ssc``."""
+    """Add the demo's output operations and statistics listener to ``ssc``; with
+    ``window`` also a sliding view of the last ``window`` seconds, every second (it needs
+    ``ssc.checkpoint(directory)``)."""
     totals = DemoTotals()
 
     def write(line: str) -> None:
@@ -140,7 +186,15 @@ def attach_demo(
         for line in format_results(time, aggregates, top):
             write(line)
 
-    aggregate_readings(readings).foreach_rdd(report)
+    per_batch = aggregate_readings(readings)
+    per_batch.foreach_rdd(report)
+    if window:
+        span, slide = window_span(ssc.batch_interval, window)
+
+        async def report_window(rdd: Any) -> None:
+            write(format_window(span, await rdd.acollect()))
+
+        windowed_averages(per_batch, span, slide).foreach_rdd(report_window)
     totals.stats = BatchStatsPrinter(totals, write)
     ssc.add_streaming_listener(totals.stats)
     return totals
@@ -164,6 +218,8 @@ async def run_demo(
     master: str = "local[2]",
     seed: int = 0,
     malformed_fraction: float = 0.01,
+    window: float = 30.0,
+    checkpoint_dir: str | None = None,
     out: TextIO = sys.stdout,
     handle_signals: bool = True,
 ) -> DemoTotals:
@@ -176,42 +232,49 @@ async def run_demo(
         file=out,
         flush=True,
     )
-    async with StreamingContext(batch_interval, master=master) as ssc:
-        readings = ssc.simulator_stream(
-            num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
-        )
-        totals = attach_demo(ssc, readings, out)
-        await ssc.start()
-        graceful = ssc.conf.stop_gracefully_on_shutdown
+    with contextlib.ExitStack() as cleanup:
+        if window and checkpoint_dir is None:
+            checkpoint_dir = cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="aiostream-demo-")
+            )
+        async with StreamingContext(batch_interval, master=master) as ssc:
+            if checkpoint_dir:
+                ssc.checkpoint(checkpoint_dir)
+            readings = ssc.simulator_stream(
+                num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
+            )
+            totals = attach_demo(ssc, readings, out, window=window or None)
+            await ssc.start()
+            graceful = ssc.conf.stop_gracefully_on_shutdown
 
-        async def stop(reason: str, graceful: bool) -> None:
-            print(f"{reason}: stopping {'gracefully' if graceful else 'now'} ...", file=out,
-                  flush=True)
-            await ssc.stop(graceful=graceful)
+            async def stop(reason: str, graceful: bool) -> None:
+                print(f"{reason}: stopping {'gracefully' if graceful else 'now'} ...", file=out,
+                      flush=True)
+                await ssc.stop(graceful=graceful)
 
-        async def watch_signals(tg: Any) -> None:
-            import signal
+            async def watch_signals(tg: Any) -> None:
+                import signal
 
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    name = signal.Signals(signum).name
-                    tg.start_soon(stop, name, graceful)
-                    break
-                async for _ in signals:  # a second signal: do not wait for the batches
-                    tg.cancel_scope.cancel()
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        tg.start_soon(stop, name, graceful)
+                        break
+                    async for _ in signals:  # a second signal: do not wait for the batches
+                        tg.cancel_scope.cancel()
 
-        async def stop_after(seconds: float) -> None:
-            await anyio.sleep(seconds)
-            await stop(f"{seconds:g} s elapsed", True)
+            async def stop_after(seconds: float) -> None:
+                await anyio.sleep(seconds)
+                await stop(f"{seconds:g} s elapsed", True)
 
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(watch_signals, tg)
-            if duration:
-                tg.start_soon(stop_after, duration)
-            await ssc.await_termination()
-            tg.cancel_scope.cancel()
-    assert totals.stats is not None
-    totals.stats.catch_up(ssc.batch_history)
-    print(format_summary(totals), file=out, flush=True)
-    return totals
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(watch_signals, tg)
+                if duration:
+                    tg.start_soon(stop_after, duration)
+                await ssc.await_termination()
+                tg.cancel_scope.cancel()
+        assert totals.stats is not None
+        totals.stats.catch_up(ssc.batch_history)
+        print(format_summary(totals), file=out, flush=True)
+        return totals

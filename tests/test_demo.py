@@ -20,6 +20,8 @@ from aiostream_engine.demo import (
     attach_demo,
     format_results,
     parse_reading,
+    window_span,
+    windowed_averages,
 )
 from aiostream_engine.testing import advance_batches, collect_batches
 
@@ -73,6 +75,37 @@ async def test_pipeline_matches_a_plain_python_reference(master: str) -> None:
             assert got[key][0] == count
             assert got[key][1] == pytest.approx(temps, rel=1e-12)
             assert got[key][2] == pytest.approx(humidities, rel=1e-12)
+
+
+@pytest.mark.anyio
+async def test_window_view_matches_a_plain_python_reference(tmp_path: Path) -> None:
+    """Per-device sums over the last 3 batches, every batch, equal a recount of the raw
+    readings of those batches (the engine adds what enters and subtracts what leaves)."""
+    async with StreamingContext(1.0, master="local", clock=ManualClock()) as ssc:
+        ssc.checkpoint(str(tmp_path))
+        readings = ssc.simulator_stream(num_devices=6, rate=60, seed=3, malformed_fraction=0.1)
+        raw = collect_batches(readings)
+        windowed = collect_batches(windowed_averages(aggregate_readings(readings), 3.0, 1.0))
+        await ssc.start()
+        await anyio.wait_all_tasks_blocked()
+        await advance_batches(ssc, 6)
+        await ssc.stop()
+    assert not ssc.errors
+    for i, (_, records) in enumerate(windowed):
+        lines = [line for _, batch in raw[max(0, i - 2): i + 1] for line in batch]
+        expected = {k: v for k, v in reference(lines).items() if k != MALFORMED}
+        got = dict(records)
+        assert got.keys() == expected.keys()
+        for key, (count, temps, humidities) in expected.items():
+            assert got[key][0] == count
+            assert got[key][1] == pytest.approx(temps, rel=1e-9)
+            assert got[key][2] == pytest.approx(humidities, rel=1e-9)
+
+
+def test_window_span_rounds_to_whole_batches() -> None:
+    assert window_span(1.0, 30.0) == (30.0, 1.0)
+    assert window_span(0.3, 30.0) == pytest.approx((29.7, 0.9))  # 33 slides of 3 batches
+    assert window_span(2.0, 5.0) == (4.0, 2.0)
 
 
 @pytest.mark.anyio
