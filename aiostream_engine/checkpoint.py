@@ -58,7 +58,8 @@ def decode(blob: bytes, path: str = "<bytes>") -> dict[str, Any]:
     return data
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -82,7 +83,7 @@ class CheckpointStore:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, final)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         self._rotate(kind)
         return final
 

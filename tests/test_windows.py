@@ -28,31 +28,12 @@ def sort_batches(batches: list[list[Any]]) -> list[list[Any]]:
 
 
 async def run_windowed(
-    build: Callable[..., DStream],
-    *inputs: Sequence[Sequence[Any]],
-    num_batches: int | None = None,
-    batch_interval: float = 1.0,
-    master: str = "local",
-    conf: dict[str, Any] | None = None,
+    build: Callable[..., DStream], *inputs: Sequence[Sequence[Any]], **options: Any
 ) -> list[list[Any]]:
     """run_stream with checkpointing on (inverse windows require it); batches sorted."""
-    count = num_batches if num_batches is not None else max(len(i) for i in inputs)
     with tempfile.TemporaryDirectory() as directory:
-        async with StreamingContext(
-            batch_interval, master=master, conf=conf, clock=ManualClock(0.0)
-        ) as ssc:
-            ssc.checkpoint(directory)
-            streams = [
-                ssc.queue_stream([ssc.spark_context.parallelize(b) for b in batches])
-                for batches in inputs
-            ]
-            outputs = collect_batches(build(*streams))
-            await ssc.start()
-            await advance_batches(ssc, count)
-            await ssc.stop()
-    if ssc.errors:
-        raise ssc.errors[0]
-    return sort_batches([records for _, records in outputs])
+        out = await run_stream(build, *inputs, checkpoint_dir=directory, **options)
+    return sort_batches(out)
 
 
 def nonzero(pair: tuple[Any, Any]) -> bool:

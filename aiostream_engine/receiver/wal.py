@@ -38,6 +38,7 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
+from ..checkpoint import fsync_directory
 from ..clock import Clock
 
 log = logging.getLogger("aiostream_engine.receiver.wal")
@@ -181,7 +182,7 @@ class WriteAheadLog:
         file.write(MAGIC)
         file.flush()
         self.fsync(file.fileno())
-        _fsync_directory(self.directory)  # the new file's name is durable too
+        fsync_directory(self.directory)  # the new file's name is durable too
         self._active = _Segment(name, file, len(MAGIC), now)
         return self._active
 
@@ -291,11 +292,3 @@ class WriteAheadLog:
             self._outstanding[segment] += 1
         for segment in sorted(self._closed):
             await self._retire(segment, closing=False)
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -57,17 +57,21 @@ async def run_stream(
     master: str = "local",
     conf: StreamingConf | dict[str, Any] | None = None,
     num_partitions: int | None = None,
+    checkpoint_dir: str | None = None,
 ) -> list[list[Any]]:
     """Run ``build(*streams)`` over per-batch inputs; return each emitted batch's records.
 
     Every input is a list of batches (each a list of records) fed one batch at a time.
     ``num_batches`` defaults to the longest input. Batches where the output stream emits
     nothing (a window that slides slower than the batch) add no entry. A failed batch
-    raises its error after the run.
+    raises its error after the run. Stateful and inverse-window streams need
+    ``checkpoint_dir``.
     """
     clock = ManualClock(0.0)
     count = num_batches if num_batches is not None else max((len(i) for i in inputs), default=0)
     async with StreamingContext(batch_interval, master=master, conf=conf, clock=clock) as ssc:
+        if checkpoint_dir is not None:
+            ssc.checkpoint(checkpoint_dir)
         streams = [
             ssc.queue_stream(
                 [ssc.spark_context.parallelize(batch, num_partitions) for batch in batches]
