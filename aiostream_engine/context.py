@@ -422,7 +422,8 @@ class StreamingContext:
         then every generated batch; bounded by the graceful stop timeout."""
         timeout = self.conf.graceful_stop_timeout or 10 * self.batch_interval
         with anyio.move_on_after(timeout) as scope:
-            await self._receiver_tracker.stop_receivers(timeout if graceful else 0)
+            # Even a hard stop lets receivers close their connections (on_stop) and report.
+            await self._receiver_tracker.stop_receivers(timeout if graceful else min(timeout, 1.0))
             await self._job_generator.stop()
             if graceful:
                 while self._receiver_tracker.has_unallocated_blocks():

@@ -170,3 +170,20 @@ async def test_max_rate_limits_records_per_second() -> None:
     counts = [len(r) for _, r in out]
     assert sum(counts) == 25
     assert max(counts) <= 11  # at most one second of burst above the rate
+
+
+async def test_a_hard_stop_still_reports_every_receiver_stopped() -> None:
+    stopped: list[str] = []
+
+    class Recorder(StreamingListener):
+        def on_receiver_stopped(self, event):  # type: ignore[no-untyped-def]
+            stopped.append(event.receiver_info.name)
+
+    async with StreamingContext(1.0, master="local", clock=ManualClock()) as ssc:
+        ssc.add_streaming_listener(Recorder())
+        collect_batches(ssc.union(ssc.receiver_stream(ListReceiver()),
+                                  ssc.receiver_stream(ListReceiver())))
+        await ssc.start()
+        await _settle()
+        await ssc.stop(graceful=False)
+    assert stopped == ["ListReceiver", "ListReceiver"]
