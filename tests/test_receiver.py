@@ -172,6 +172,14 @@ async def test_max_rate_limits_records_per_second() -> None:
     assert max(counts) <= 11  # at most one second of burst above the rate
 
 
+class SlowClosingReceiver(ListReceiver):
+    """Its on_stop takes a few loop iterations, like closing a network connection."""
+
+    async def on_stop(self) -> None:
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+
+
 async def test_a_hard_stop_still_reports_every_receiver_stopped() -> None:
     stopped: list[str] = []
 
@@ -181,9 +189,9 @@ async def test_a_hard_stop_still_reports_every_receiver_stopped() -> None:
 
     async with StreamingContext(1.0, master="local", clock=ManualClock()) as ssc:
         ssc.add_streaming_listener(Recorder())
-        collect_batches(ssc.union(ssc.receiver_stream(ListReceiver()),
-                                  ssc.receiver_stream(ListReceiver())))
+        collect_batches(ssc.union(ssc.receiver_stream(SlowClosingReceiver()),
+                                  ssc.receiver_stream(SlowClosingReceiver())))
         await ssc.start()
         await _settle()
         await ssc.stop(graceful=False)
-    assert stopped == ["ListReceiver", "ListReceiver"]
+    assert stopped == ["SlowClosingReceiver", "SlowClosingReceiver"]
