@@ -135,14 +135,16 @@ class BlockInputDStream(InputDStream):
         context was not resumed (get_or_create) and the old blocks are dropped."""
         entries = await wal.recover()
         tracker = self._ssc._receiver_tracker
-        if self._recovery is None:
-            if entries and await anyio.to_thread.run_sync(self._has_metadata):
+        position: int = 0
+        replays: dict[int, Any] = {}
+        if self._recovery is not None:
+            position, replays = self._recovery
+        elif entries:
+            resumed_elsewhere: bool = await anyio.to_thread.run_sync(self._has_metadata)
+            if resumed_elsewhere:
                 log.warning("%s: dropping %d logged blocks of a run that was not resumed",
                             self.name, len(entries))
                 entries = []
-            position, replays = 0, {}
-        else:
-            position, replays = self._recovery
         self._source_receiver().on_recovered([r for e in entries for r in e.records])
         by_id = {e.block_id: e for e in entries}
         claimed: set[int] = set()
@@ -161,7 +163,7 @@ class BlockInputDStream(InputDStream):
         unallocated = [
             _block(self.id, e) for e in entries if e.block_id >= position and e.block_id not in claimed
         ]
-        needed = [e.ref for e in entries if e.block_id in claimed] + [b.ref for b in unallocated]  # type: ignore[misc]
+        needed = [e.ref for e in entries if e.block_id in claimed or e.block_id >= position]
         await wal.keep_only(needed)
         first_id = max([position, *(e.block_id + 1 for e in entries)])
         tracker.prepare_stream(self.id, wal, first_id, unallocated)

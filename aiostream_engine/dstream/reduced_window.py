@@ -10,27 +10,29 @@ out its items to the batch times they belong to.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import pickle
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WindowCheckError
-from ..rdd.core import RDD, ParallelCollectionRDD, UnionRDD
+from ..rdd.core import RDD, ParallelCollectionRDD
 from ..rdd.tasks import RecordsInput, Stage, TaskPlan
 from ..timeutil import to_seconds
 from .base import DStream
+from .window_rdds import (
+    Check,
+    MaterializedRDD,
+    SpanBatchRDD,
+    pack_records,
+    union_all,
+    unpack_records,
+)
 
 if TYPE_CHECKING:
-    from ..executor.runner import TaskRunner
+    pass
 
 log = logging.getLogger(__name__)
-
-#: Given a window's partitions: the partitions to keep, and an error to raise (or None).
-Check = Callable[[list[list[Any]]], Awaitable[tuple[list[list[Any]], BaseException | None]]]
 
 
 class _Absent:
@@ -40,157 +42,6 @@ class _Absent:
 
 ABSENT = _Absent()
 CHECKPOINT_VERSION = 1
-
-
-# ---- RDDs computed once, lineage dropped ---------------------------------------------------
-
-
-class MaterializedRDD(RDD):
-    """An RDD computed once; afterwards it keeps only its partitions and forgets its lineage.
-
-    Window intermediates are these: window t's lineage reaches window t - S, whose lineage
-    reaches t - 2S, ...; holding only partitions keeps memory bounded by the live keys.
-    ``check`` (async, given the partitions) may replace them and report an error, raised
-    once (checked inverse: the recomputed window replaces a wrong one).
-    """
-
-    def __init__(
-        self,
-        inner: RDD,
-        name: str,
-        check: Check | None = None,
-        post: Callable[[list[list[Any]]], list[list[Any]]] | None = None,
-    ) -> None:
-        super().__init__(inner._runner, inner.num_partitions, name)
-        self._inner: RDD | None = inner
-        self._parts: list[list[Any]] | None = None
-        self._lock: asyncio.Lock | None = None
-        self._check = check
-        self._post = post  # what the tasks returned -> this RDD's partitions
-
-    @property
-    def materialized(self) -> bool:
-        return self._parts is not None
-
-    async def apartitions(self) -> list[list[Any]]:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._parts is None:
-                assert self._inner is not None
-                parts = await self._runner.run_tasks(await self._inner._plans(), self.name)
-                if self._post is not None:
-                    parts, self._post = self._post(parts), None
-                check, self._check = self._check, None
-                error = None
-                if check is not None:
-                    parts, error = await check(parts)
-                self._parts, self._inner = parts, None
-                if error is not None:
-                    raise error
-            return self._parts
-
-    async def _plans(self) -> list[TaskPlan]:
-        return [TaskPlan(RecordsInput(part)) for part in await self.apartitions()]
-
-    async def _uncached_plans(self) -> list[TaskPlan]:
-        return await self._plans()
-
-    def cache(self) -> RDD:
-        return self
-
-    def unpersist(self, blocking: bool = False) -> RDD:
-        return self  # its partitions go when the last reference to it does
-
-
-# ---- a batch kept for the window's span: pickled partitions ---------------------------------
-
-
-def _pack(records: list[Any]) -> bytes:
-    return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _unpack(part: bytes | list[Any]) -> list[Any]:
-    return pickle.loads(part) if isinstance(part, bytes) else part
-
-
-def _pack_stage(_index: int, records: Iterator[Any]) -> list[bytes]:
-    return [_pack(list(records))]
-
-
-@dataclass(frozen=True)
-class PackedInput:
-    """A task input whose records travel, and wait on the driver, pickled."""
-
-    payload: bytes
-
-    def open(self) -> Iterator[Any]:
-        return iter(pickle.loads(self.payload))
-
-
-class SpanBatchRDD(RDD):
-    """One batch's reduced-by-key result, kept while it is in the window's span.
-
-    Computed once; its partitions are then held pickled (packed in the task that computed
-    them), so the driver's heap, and the garbage collector's work, do not grow with the
-    window's length; a slide hands the bytes to the task that removes or adds them.
-    """
-
-    def __init__(self, inner: RDD, name: str) -> None:
-        super().__init__(inner._runner, inner.num_partitions, name)
-        self._inner: RDD | None = inner
-        self._packed: list[bytes] | None = None
-        self._lock: asyncio.Lock | None = None
-
-    @property
-    def materialized(self) -> bool:
-        return self._packed is not None
-
-    @property
-    def pending_lineage(self) -> RDD | None:
-        """What computes it, while it has not been computed."""
-        return self._inner if self._packed is None else None
-
-    async def apacked(self) -> list[bytes]:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._packed is None:
-                assert self._inner is not None
-                plans = [p.then(Stage("pack", _pack_stage)) for p in await self._inner._plans()]
-                results = await self._runner.run_tasks(plans, self.name)
-                self._packed, self._inner = [r[0] for r in results], None
-            return self._packed
-
-    def set_packed(self, packed: list[bytes]) -> None:
-        """Computed by the slide that reduced it alongside the window."""
-        if self._packed is None:
-            self._packed, self._inner = packed, None
-
-    async def apartitions(self) -> list[list[Any]]:
-        return [_unpack(part) for part in await self.apacked()]
-
-    async def _plans(self) -> list[TaskPlan]:
-        # A TaskPlan input is anything with open() -> records (tasks.execute_task).
-        return [TaskPlan(PackedInput(part)) for part in await self.apacked()]  # type: ignore[arg-type]
-
-    async def _uncached_plans(self) -> list[TaskPlan]:
-        return await self._plans()
-
-    def cache(self) -> RDD:
-        return self
-
-    def unpersist(self, blocking: bool = False) -> RDD:
-        return self
-
-
-def _union(rdds: list[RDD], runner: TaskRunner) -> RDD:
-    if not rdds:
-        return runner.empty_rdd()
-    return rdds[0] if len(rdds) == 1 else UnionRDD(rdds)
-
-
-# ---- window() ---------------------------------------------------------------------------
 
 
 class _WindowBase(DStream):
@@ -253,7 +104,7 @@ class WindowedDStream(_WindowBase):
             if not isinstance(rdd, ParallelCollectionRDD | MaterializedRDD | SpanBatchRDD):
                 rdd.cache()  # Spark persists a window's parent: each batch serves W/S windows
             rdds.append(rdd)
-        return _union(rdds, self._ssc.spark_context)
+        return union_all(rdds, self._ssc.spark_context)
 
 
 # ---- reduce_by_key_and_window with an inverse function ------------------------------------
@@ -314,10 +165,10 @@ def _slide_task(
         fresh_records = list(fresh)
         left: dict[Any, Any] = {}
         for part in leaving:
-            _reduce_into(func, left, _unpack(part))
+            _reduce_into(func, left, unpack_records(part))
         entered: dict[Any, Any] = {}
         for part in entering:
-            _reduce_into(func, entered, _unpack(part))
+            _reduce_into(func, entered, unpack_records(part))
         _reduce_into(func, entered, fresh_records)
         window: list[Any] = []
         for key, value in previous:
@@ -329,7 +180,7 @@ def _slide_task(
         window.extend(entered.items())  # keys with no previous value
         if filter_func is not None:
             window = [pair for pair in window if filter_func(pair)]
-        return [_pack(fresh_records), window]
+        return [pack_records(fresh_records), window]
 
     return run
 
@@ -516,7 +367,7 @@ class ReducedWindowedDStream(_WindowBase):
         else:  # partitioned differently (restored from a run with another partition count)
             merged = (
                 (previous or runner.empty_rdd())
-                .cogroup(_union(leaving, runner), _union(entering, runner), num_partitions=n)
+                .cogroup(union_all(leaving, runner), union_all(entering, runner), num_partitions=n)
                 .map_partitions(_window_merger(self._func, self._inv_func, self._filter_func))
             )
         result = MaterializedRDD(merged, name, self._check_for(time_ms), post)
@@ -543,7 +394,7 @@ class ReducedWindowedDStream(_WindowBase):
     def _from_scratch(self, time_ms: int) -> RDD:
         runner = self._ssc.spark_context
         batches = self._span(self._parent_times(time_ms - self.window_ms, time_ms))
-        rdd = _union(batches, runner).reduce_by_key(self._func, self.num_partitions)
+        rdd = union_all(batches, runner).reduce_by_key(self._func, self.num_partitions)
         if self._filter_func is not None:
             rdd = rdd.map_partitions(_filtered(self._filter_func))
         return rdd

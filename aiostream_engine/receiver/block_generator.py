@@ -123,7 +123,7 @@ class BlockGenerator:
             ref = None
             if self.wal is not None:
                 ref = await self.wal.append(self.stream_id, block_id, items)
-            return Block(self.stream_id, block_id, items, ref)
+        return Block(self.stream_id, block_id, items, ref)
 
     async def cut(self) -> None:
         """Turn the buffer into a block, if there is room; called on every block tick."""

@@ -215,7 +215,7 @@ async def test_malformed_payloads_go_to_dead_letters(mosquitto: Mosquitto) -> No
     assert receiver.dead_letter_count == 4
     assert infos[0].stream_id_to_num_records == {stream.id: 5, stream.dead_letters().id: 4}  # type: ignore[attr-defined]
     # One report for the one block of dead letters; the receiver never restarted.
-    assert len(events.events) == 2 and events.events[0] == "started"
+    assert len(events.events) == 3 and events.events[::2] == ["started", "stopped"]
     assert events.events[1].startswith(
         "error: 4 undecodable payload(s) sent to dead letters (first on dev/1: JSONDecodeError"
     )
