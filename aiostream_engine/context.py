@@ -241,7 +241,7 @@ class StreamingContext:
         topics: str | Sequence[str] = (),
         **options: Any,
     ) -> MqttStream:
-        """Messages from an MQTT broker (aiomqtt, MQTT 5); ``options`` are those of
+        """Messages from an MQTT broker (MQTT 5 or 3.1.1); ``options`` are those of
         ``sources.mqtt.mqtt_stream`` (qos, client_id, clean_start, decoder, num_receivers,
         shared_group, ...). The stream's ``dead_letters()`` holds undecodable payloads."""
         from .sources.mqtt import mqtt_stream

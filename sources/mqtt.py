@@ -1,18 +1,12 @@
-"""mqtt_stream: messages from an MQTT broker, through aiomqtt (MQTT 5).
+"""mqtt_stream: messages from an MQTT broker (MQTT 5 or 3.1.1), through our own lean asyncio
+client (``mqtt_client``, ``mqtt_protocol``: why not aiomqtt is explained there: throughput).
 
-Delivery. With QoS >= 1 a message is acknowledged to the broker (PUBACK) only after the
-block holding it is stored: ``store_block`` returned, so it is in the write-ahead log when
-that is on. A crash or a lost connection before that leaves the message unacknowledged,
-and the broker delivers it again to the same session: nothing acknowledged is ever lost
-(at least once; redelivered messages may appear twice).
-
-Manual acknowledgement. aiomqtt 2.x has no ack API (empicano/aiomqtt#345, the PR adding
-one, #346, is not merged); it runs a paho-mqtt client, exposed as ``Client._client``, and
-paho >= 2.0 supports application acknowledgements: ``manual_ack_set(True)`` stops paho from
-sending PUBACK when a message arrives, and ``ack(mid, qos)`` sends it. We switch it on
-before connecting, because a resumed session's queued messages arrive right after the
-CONNACK, before ``async with client`` returns. The paho client is driven on this event
-loop by aiomqtt, so ``ack`` is called from the loop, like aiomqtt's own calls.
+Delivery. With QoS >= 1 a message is acknowledged to the broker (PUBACK; PUBREC for QoS 2)
+only after the block holding it is stored: ``store_block`` returned, so it is in the
+write-ahead log when that is on; the acknowledgements of a block go out in one write. A
+crash or a lost connection before that leaves the message unacknowledged, and the broker
+delivers it again to the same session: nothing acknowledged is ever lost (at least once;
+the redelivery filter, ``mqtt_redelivery``, drops what was stored but not acknowledged).
 
 Sessions. ``clean_start=False`` with a fixed ``client_id`` asks the broker to keep the
 session (subscriptions and undelivered QoS >= 1 messages) for ``session_expiry`` seconds
@@ -38,37 +32,42 @@ and acknowledged like any other message; it never stops the receiver.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import aiomqtt
 import anyio
 import orjson
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from aiostream_engine.dstream.base import DStream
 from aiostream_engine.dstream.input import ReceiverInputDStream
 from aiostream_engine.dstream.transformed import UnionDStream
 from aiostream_engine.receiver.base import Receiver
+from aiostream_engine.sources.mqtt_client import MqttClient
+from aiostream_engine.sources.mqtt_protocol import (
+    TIMESTAMP_PROPERTY,
+    MqttError,
+    ProtocolError,
+    Publish,
+)
 from aiostream_engine.sources.mqtt_redelivery import RedeliveryFilter
 
 if TYPE_CHECKING:
     from aiostream_engine.context import StreamingContext
 
+__all__ = [
+    "DeadLetter", "MqttError", "MqttInputDStream", "MqttReceiver", "MqttRecord",
+    "MqttUnionDStream", "ProtocolError", "TIMESTAMP_PROPERTY", "mqtt_stream", "resolve_decoder",
+]
+
 DEAD_LETTERS = "dead_letters"
-#: MQTT 5 (the default: message properties, session expiry) or 3.1.1, whose messages carry
-#: no properties, so paho parses them about twice as fast (see bench/mqtt_ingest.py).
+#: MQTT 5 (the default: message properties, session expiry) or 3.1.1 (no properties).
 #: mosquitto serves shared subscriptions ($share/...) to 3.1.1 clients too.
-PROTOCOLS = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolVersion.V311}
+PROTOCOLS = ("5", "3.1.1")
 DEFAULT_SESSION_EXPIRY = 24 * 3600
-#: The user property a publisher may set to carry its own timestamp (seconds since epoch).
-TIMESTAMP_PROPERTY = "timestamp"
 
 Decoder = Callable[[bytes], Any]
 
@@ -117,30 +116,6 @@ def resolve_decoder(decoder: str | Decoder) -> Decoder:
     return DECODERS[decoder]
 
 
-def broker_time(properties: Properties | None) -> float | None:
-    for key, value in getattr(properties, "UserProperty", None) or ():
-        if key == TIMESTAMP_PROPERTY:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
-
-
-class _DrainableQueue(asyncio.Queue):  # type: ignore[type-arg]
-    """aiomqtt's incoming queue (its documented ``queue_type`` hook), drained in bulk: one
-    await per burst of messages instead of one task per message (aiomqtt's iterator)."""
-
-    def drain(self, limit: int) -> list[aiomqtt.Message]:
-        out: list[aiomqtt.Message] = []
-        while len(out) < limit:
-            try:
-                out.append(self.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return out
-
-
 class MqttReceiver(Receiver):
     """Subscribes to ``topics`` and stores what arrives as one block per block interval
     (sooner when ``max_block_records`` are waiting, or half the broker's window of
@@ -186,9 +161,10 @@ class MqttReceiver(Receiver):
         self.max_inflight = max_inflight
         self.keepalive = keepalive
         #: The connected client while a run is connected (None otherwise).
-        self.client: aiomqtt.Client | None = None
-        #: (arrival time, message): received, not yet stored nor acknowledged.
-        self._pending: list[tuple[float, aiomqtt.Message]] = []
+        self.client: MqttClient | None = None
+        #: (arrival time, burst of messages): received, not yet stored nor acknowledged.
+        self._pending: list[tuple[float, list[Publish]]] = []
+        self._pending_count = 0
         self._flush_lock = anyio.Lock()
         #: Messages read from the broker (a redelivered message counts again).
         self.messages_received = 0
@@ -199,69 +175,52 @@ class MqttReceiver(Receiver):
         # Main stream and dead letters are seeded separately on recovery: room for both.
         self.redeliveries = RedeliveryFilter(2 * max_inflight)
 
-    def _client(self) -> tuple[aiomqtt.Client, _DrainableQueue]:
-        v5 = self.protocol == "5"
-        session: dict[str, Any] = {"clean_session": self.clean_start}
-        if v5:
-            connect = Properties(PacketTypes.CONNECT)
-            connect.SessionExpiryInterval = 0 if self.clean_start else self.session_expiry
+    def _client(self) -> MqttClient:
+        return MqttClient(
+            self.host, self.port, client_id=self.client_id, protocol=self.protocol,
+            clean_start=self.clean_start, keepalive=self.keepalive,
+            username=self.username, password=self.password, tls=self.tls,
+            # MQTT 5 needs a non-zero Session Expiry Interval to keep the session.
+            session_expiry=0 if self.clean_start else self.session_expiry,
             # Receive Maximum: the broker sends at most this many unacknowledged messages.
-            connect.ReceiveMaximum = self.max_inflight
-            session = {"clean_start": self.clean_start, "properties": connect}
-        queues: list[_DrainableQueue] = []
-
-        def queue(maxsize: int = 0) -> _DrainableQueue:
-            queues.append(_DrainableQueue(maxsize))
-            return queues[-1]
-
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            identifier=self.client_id,
-            protocol=PROTOCOLS[self.protocol],
-            username=self.username,
-            password=self.password,
-            tls_context=self.tls,
-            keepalive=self.keepalive,
-            **session,
-            queue_type=queue,  # type: ignore[arg-type]
+            receive_maximum=self.max_inflight,
             # QoS >= 1 is bounded by Receive Maximum; this bounds QoS 0 bursts.
-            max_queued_incoming_messages=max(self.max_inflight, 100_000),
+            max_buffered=max(self.max_inflight, 100_000),
         )
-        # See the module docstring: PUBACK only after the block is stored.
-        client._client.manual_ack_set(True)
-        return client, queues[0]
 
     async def on_start(self) -> None:
-        client, queue = self._client()
-        async with client:
+        client = self._client()
+        try:
+            await client.connect()
             self.client = client
-            try:
-                self.redeliveries.connected()
-                await self._subscribe(client)
-                self.connections += 1
-                self.report_healthy()
-                await self._receive(client, queue)
-            finally:
-                self.client = None
-                self._pending.clear()  # never acknowledged: the broker sends them again
+            self.redeliveries.connected()
+            await self._subscribe(client)
+            self.connections += 1
+            self.report_healthy()
+            await self._receive(client)
+        finally:
+            self.client = None
+            client.close()
+            self._pending.clear()  # never acknowledged: the broker sends them again
+            self._pending_count = 0
 
-    async def _receive(self, client: aiomqtt.Client, queue: _DrainableQueue) -> None:
+    async def _receive(self, client: MqttClient) -> None:
         """Read bursts of messages until the connection drops (MqttError)."""
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._flush_every_block_interval, client)
-                async for first in client.messages:
-                    now = self.clock.now()
-                    burst = [first, *queue.drain(self.max_block_records)]
-                    self._pending.extend((now, m) for m in burst)
+                # The timer counts from now, not from when its task first runs.
+                tg.start_soon(self._flush_every_block_interval, client, self.clock.now())
+                while True:
+                    burst = await client.messages()
+                    self._pending.append((self.clock.now(), burst))
+                    self._pending_count += len(burst)
                     self.messages_received += len(burst)
                     if self._must_flush():
                         await self._flush(client)
-                tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            # Only this task or the timer fails, one at a time: report the error itself.
-            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+            # This task and the timer fail for the same reason (the lost connection, seen
+            # by both when a flush was under way): report the first error itself.
+            if all(isinstance(e, Exception) for e in group.exceptions):
                 raise group.exceptions[0] from None
             raise
 
@@ -277,53 +236,45 @@ class MqttReceiver(Receiver):
     def _must_flush(self) -> bool:
         """Flush before a block interval passes when the block is full, or when the
         broker is about to stop sending (half its window of unacknowledged messages)."""
-        return len(self._pending) >= self.max_block_records or (
-            self.qos > 0 and len(self._pending) >= self.max_inflight // 2
+        return self._pending_count >= self.max_block_records or (
+            self.qos > 0 and self._pending_count >= self.max_inflight // 2
         )
 
-    async def _flush_every_block_interval(self, client: aiomqtt.Client) -> None:
-        deadline = self.clock.now()
+    async def _flush_every_block_interval(self, client: MqttClient, deadline: float) -> None:
         while True:
             deadline += self.block_interval
             await self.clock.sleep_until(deadline)
             await self._flush(client)
 
-    async def _flush(self, client: aiomqtt.Client) -> None:
+    async def _flush(self, client: MqttClient) -> None:
         async with self._flush_lock:
-            messages, self._pending = self._pending, []
-            if messages:
-                await self._store(client, messages)
+            bursts, self._pending, self._pending_count = self._pending, [], 0
+            if bursts:
+                await self._store(client, bursts)
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
-        # MQTT 5 takes subscription options; 3.1.1 only a QoS.
-        options: Any = SubscribeOptions(qos=self.qos) if self.protocol == "5" else self.qos
-        codes = await client.subscribe([(f, options) for f in self.filters])
-        refused = [(f, str(c)) for f, c in zip(self.filters, codes, strict=False) if _failed(c)]
-        if refused:
-            raise aiomqtt.MqttError(f"subscription refused: {refused}")
+    async def _subscribe(self, client: MqttClient) -> None:
+        codes = await client.subscribe(self.filters, self.qos)
+        refused = [(f, f"0x{c:02x}") for f, c in zip(self.filters, codes, strict=False) if c >= 0x80]
+        if refused or len(codes) != len(self.filters):
+            raise MqttError(f"subscription refused: {refused or codes}")
 
-    async def _store(
-        self, client: aiomqtt.Client, messages: list[tuple[float, aiomqtt.Message]]
-    ) -> None:
+    async def _store(self, client: MqttClient, bursts: list[tuple[float, list[Publish]]]) -> None:
         """Decode, store (main stream and dead letters), then acknowledge."""
         records: list[MqttRecord] = []
         dead: list[DeadLetter] = []
         decode = self.decode
         redeliveries = self.redeliveries
-        for arrival, m in messages:
-            topic = m.topic.value
-            payload = m.payload if isinstance(m.payload, bytes) else bytes(m.payload or b"")
-            try:
-                value = decode(payload)
-            except Exception as exc:  # any decoder failure is a dead letter, never fatal
-                if not redeliveries.is_redelivery(m.mid, topic, payload):
-                    error = f"{type(exc).__name__}: {exc}"
-                    dead.append(DeadLetter(topic, payload, error, m.mid))
-                continue
-            if not redeliveries.is_redelivery(m.mid, topic, value):
-                records.append(MqttRecord(
-                    topic, value, broker_time(m.properties), arrival, m.qos, m.retain, m.mid
-                ))
+        keep = records.append
+        for arrival, burst in bursts:
+            for topic, payload, qos, retain, mid, timestamp, _ in burst:
+                try:
+                    value = decode(payload)
+                except Exception as exc:  # any decoder failure is a dead letter, never fatal
+                    if not redeliveries.is_redelivery(mid, topic, payload):
+                        dead.append(DeadLetter(topic, payload, f"{type(exc).__name__}: {exc}", mid))
+                    continue
+                if not redeliveries.is_redelivery(mid, topic, value):
+                    keep(MqttRecord(topic, value, timestamp, arrival, qos, retain, mid))
         if records:
             await self.store_block(records)
         if dead:
@@ -333,18 +284,13 @@ class MqttReceiver(Receiver):
                 f"{len(dead)} undecodable payload(s) sent to dead letters "
                 f"(first on {dead[0].topic}: {dead[0].error})"
             )
-        redeliveries.remember((r.packet_id, r.topic, r.payload) for r in records)
-        redeliveries.remember((d.packet_id, d.topic, d.payload) for d in dead)
+        if self.qos:
+            # The filter keeps only its window of the most recent ones: hash no more.
+            window = 2 * self.max_inflight
+            redeliveries.remember((r.packet_id, r.topic, r.payload) for r in records[-window:])
+            redeliveries.remember((d.packet_id, d.topic, d.payload) for d in dead[-window:])
         self.messages_stored += len(records) + len(dead)
-        paho = client._client
-        for _, m in messages:
-            if m.qos:
-                paho.ack(m.mid, m.qos)
-
-
-def _failed(code: Any) -> bool:
-    value = getattr(code, "value", code)
-    return isinstance(value, int) and value >= 0x80
+        client.ack(chain.from_iterable(burst for _, burst in bursts))
 
 
 class MqttInputDStream(ReceiverInputDStream):
