@@ -53,10 +53,12 @@ class QueueInputDStream(InputDStream):
             self._consumed += count
         else:
             indices = []
-            rdd = self._as_rdd(self._default) if self._default is not None else None
+            rdd = (
+                self._as_rdd(self._default)
+                if self._default is not None
+                else self._ssc.spark_context.empty_rdd()
+            )
         self._descriptors[time_ms] = indices
-        if rdd is None:
-            rdd = self._ssc.spark_context.empty_rdd()
         if isinstance(rdd, ParallelCollectionRDD):
             self._records[time_ms] = sum(len(p) for p in rdd.partitions)
         return rdd
