@@ -188,9 +188,10 @@ def run_job(job: Job, session: Session) -> dict[str, Any]:
     if reason is not None:
         return {"job": job.to_json(), "available": False, "reason": reason}
     data = Dataset.empty("W1" if job.workload == "W1" else "W2")
-    data.lines(max([*job.sizes, FLOOR_SIZE]))  # generate once, before any timing
 
     def run(size: int) -> SizeResult:
+        # Generated before the size's timing starts, and only as many lines as it needs:
+        # the runner's peak memory at N holds N lines, not the largest size's.
         return session.run_size(job, data.lines(size), size)
 
     floor = run(FLOOR_SIZE) if job.floor else None

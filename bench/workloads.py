@@ -108,8 +108,9 @@ def iot_lines(count: int, seed: int = SEED, start_ts: float = 1_717_000_000.0) -
 
 @dataclass
 class Dataset:
-    """Lines of one workload, generated once and sliced: the batch of size N is the first N
-    lines, so every size (and every engine) sees the same records."""
+    """Lines of one workload, sliced: the batch of size N is the first N lines, so every
+    size (and every engine) sees the same records. The generators are prefix-stable (the
+    first N of 2N generated lines are the N lines), so a larger size regenerates."""
 
     workload: str
     _lines: list[str]

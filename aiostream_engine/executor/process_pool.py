@@ -17,11 +17,12 @@ import sys
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import cloudpickle
 
 from ..rdd.tasks import TaskPlan
 from .base import WorkerLostError
-from .protocol import ERROR, HEADER, NICE_ENV
+from .protocol import ERROR, HEADER, NICE_ENV, PART_COUNT, request_parts
 
 _STREAM_LIMIT = 1 << 20
 
@@ -52,13 +53,24 @@ class _Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    async def call(self, payload: bytes) -> tuple[bytes, bytes]:
+    async def call(self, plan: TaskPlan, index: int) -> tuple[bytes, bytes]:
+        """Send one task and read its response.
+
+        The request's parts are encoded one at a time, each written before the next is
+        encoded; ``drain`` waits while the worker is behind, so the driver holds about
+        one slice of a partition's bytes at a time.
+        """
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
+        count, parts = request_parts(plan, index)
         try:
-            stdin.write(HEADER.pack(len(payload)))
-            stdin.write(payload)
-            await stdin.drain()
+            stdin.write(PART_COUNT.pack(count))
+            for part in parts:
+                stdin.write(HEADER.pack(len(part)))
+                stdin.write(part)
+                del part  # the transport keeps what it has not written yet
+                await stdin.drain()
+                await anyio.lowlevel.checkpoint()  # drain returns at once under its limit
             size = HEADER.unpack(await stdout.readexactly(HEADER.size))[0]
             body = await stdout.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
@@ -126,11 +138,10 @@ class ProcessPoolBackend:
     async def run(self, plan: TaskPlan, index: int) -> list[Any]:
         if self._idle is None:
             raise RuntimeError("the process pool is not started")
-        payload = cloudpickle.dumps((plan, index), protocol=pickle.HIGHEST_PROTOCOL)
         worker = await self._idle.get()
         healthy = False
         try:
-            status, body = await worker.call(payload)
+            status, body = await worker.call(plan, index)
             healthy = True
         finally:
             if healthy:

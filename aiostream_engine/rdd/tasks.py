@@ -4,19 +4,35 @@ A task is a ``TaskPlan``: where its input comes from (records held on the driver
 buckets of a shuffle to merge) and the fused chain of narrow stages to run over it. The
 plan is plain data plus cloudpickled functions, so any executor backend can run it with
 ``execute_task``.
+
+A failing user function must be reported naming its operator. Wrapping every stage in a
+try/except generator would cost one more generator resumption per record per stage, so
+stages run unwrapped and the operator is found from the traceback instead: a stage whose
+function returns a generator is known by that generator's frame, and the innermost such
+frame the exception passed through is the failing stage. Only stages that return lazy
+iterators without a Python frame (``map`` objects, ``islice``) are wrapped.
 """
 
 from __future__ import annotations
 
+import io
+import pickle
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
+from types import FrameType, GeneratorType
 from typing import Any
+
+import cloudpickle
 
 from ..errors import OperatorError
 from ..hashing import stable_hash
 
 StageFunction = Callable[[int, Iterator[Any]], Iterable[Any]]
+
+#: Which operator each stage generator's frame belongs to, for one running task.
+StageFrames = dict[FrameType, str]
 
 
 @dataclass(frozen=True)
@@ -36,31 +52,100 @@ class Stage:
         return Stage(self.operator, self.function, index)
 
 
-def _guard(operator: str, make: Callable[[], Iterable[Any]]) -> Iterator[Any]:
-    """Run one stage, turning a user exception into an OperatorError naming the stage."""
+def _failing_operator(exc: BaseException, frames: StageFrames, default: str) -> str:
+    """The operator of the innermost stage frame ``exc`` went through, else ``default``.
+
+    A StopIteration escaping a user function becomes a RuntimeError raised *after* the
+    generator's frame ended (PEP 479); that frame is in the StopIteration's traceback.
+    """
+    operator = default
+    cause: BaseException | None = exc
+    while cause is not None:
+        tb = cause.__traceback__
+        while tb is not None:
+            operator = frames.get(tb.tb_frame, operator)
+            tb = tb.tb_next
+        cause = cause.__cause__ if isinstance(cause.__cause__, StopIteration) else None
+    return operator
+
+
+def _operator_error(exc: Exception, frames: StageFrames, default: str) -> OperatorError:
+    operator = _failing_operator(exc, frames, default)
+    trace = "".join(traceback.format_exception(exc))
+    return OperatorError(operator, type(exc).__name__, str(exc), trace)
+
+
+def _guard(operator: str, make: Callable[[], Iterable[Any]], frames: StageFrames) -> Iterator[Any]:
+    """Run a lazy iterable, turning a user exception into an OperatorError."""
     try:
         yield from make()
     except OperatorError:
         raise
     except Exception as exc:  # a user function failed: name the operator
-        raise OperatorError(
-            operator, type(exc).__name__, str(exc), traceback.format_exc()
-        ) from None
+        raise _operator_error(exc, frames, operator) from None
 
 
-def _stage_runner(stage: Stage, index: int, upstream: Iterator[Any]) -> Callable[[], Iterable[Any]]:
-    return lambda: stage.function(index, upstream)
+def _open_stage(stage: Stage, index: int, upstream: Iterable[Any], frames: StageFrames) -> Iterable[Any]:
+    """Call a stage's function and note how to recognise its errors later."""
+    try:
+        output = stage.function(index, iter(upstream))
+    except OperatorError:
+        raise
+    except Exception as exc:  # an eager stage (glom, a user map_partitions) failed
+        raise _operator_error(exc, frames, stage.operator) from None
+    if isinstance(output, GeneratorType):
+        if output.gi_frame is not None:  # None: it already finished, it cannot raise
+            frames[output.gi_frame] = stage.operator
+        return output
+    if isinstance(output, list | tuple):
+        return output  # already computed: iterating it cannot fail
+    return _guard(stage.operator, lambda: output, frames)
 
 
-def run_stages(stages: tuple[Stage, ...], index: int, records: Iterator[Any]) -> Iterator[Any]:
-    it: Iterator[Any] = records
+def run_stages(
+    stages: tuple[Stage, ...], index: int, records: Iterable[Any], frames: StageFrames
+) -> Iterable[Any]:
+    """Chain the stages over ``records``; ``frames`` learns each generator stage's frame."""
     for stage in stages:
-        at = index if stage.index is None else stage.index
-        it = _guard(stage.operator, _stage_runner(stage, at, it))
-    return it
+        records = _open_stage(stage, index if stage.index is None else stage.index, records, frames)
+    return records
 
 
 # ---- task inputs -------------------------------------------------------------------------
+
+
+class _NotFlat(Exception):
+    """A record is not an atom: the flat encoding does not apply."""
+
+
+class _FlatPickler(pickle.Pickler):
+    """Pickles a list of atoms (exactly str, bytes, int, float, bool, None) without a memo.
+
+    The memo (one dict entry per object, so that shared objects stay shared) is most of
+    the cost of pickling a partition of small strings; atoms are immutable, so sharing
+    them is not observable. ``reducer_override`` is only called for non-atom objects: the
+    first one (other than the list itself) aborts the encoding.
+    """
+
+    def __init__(self, file: io.BytesIO, top: list[Any]) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.fast = True  # no memo
+        self._top = top
+
+    def reducer_override(self, obj: Any) -> Any:
+        if obj is not self._top:
+            raise _NotFlat
+        return NotImplemented
+
+
+def _flat_dumps(records: list[Any]) -> bytes | None:
+    """The records as one memo-less pickle, or None if one of them is not an atom."""
+    buffer = io.BytesIO()
+    try:
+        _FlatPickler(buffer, records).dump(records)
+    except _NotFlat:
+        return None
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -74,18 +159,64 @@ class RecordsInput:
 
 
 @dataclass(frozen=True)
+class RecordSlices:
+    """A partition's records as separately pickled slices, decoded as the task reads them.
+
+    How the process pool moves a ``RecordsInput``: the driver pickles a slice per
+    event-loop turn and writes it while the worker reads the previous one, so the loop
+    never stalls on one big pickle and the driver holds about one slice of bytes; the
+    worker decodes a slice only when the task reaches it. (Records of different slices
+    that share an object arrive with a copy each.)
+    """
+
+    chunks: list[bytes]
+
+    def open(self) -> Iterator[Any]:
+        return chain.from_iterable(map(pickle.loads, self.chunks))
+
+
+def dumps_slice(records: list[Any]) -> bytes:
+    """One slice of a ``RecordSlices``: memo-less when the records are atoms."""
+    flat = _flat_dumps(records)
+    return flat if flat is not None else cloudpickle.dumps(records, pickle.HIGHEST_PROTOCOL)
+
+
+@dataclass(frozen=True)
+class PackedBucket:
+    """A map task's bucket as one pickle.
+
+    A backend that moves results between processes returns map outputs packed
+    (``execute_packed``): the driver hands them on to the reduce tasks as bytes instead of
+    unpickling every record and pickling it again.
+    """
+
+    payload: bytes
+
+
+def _pack(bucket: list[Any]) -> PackedBucket:
+    try:
+        return PackedBucket(pickle.dumps(bucket, pickle.HIGHEST_PROTOCOL))
+    except Exception:  # e.g. an instance of a class cloudpickle brought from the driver
+        return PackedBucket(cloudpickle.dumps(bucket, pickle.HIGHEST_PROTOCOL))
+
+
+def _unpacked(bucket: list[Any] | PackedBucket) -> list[Any]:
+    return pickle.loads(bucket.payload) if isinstance(bucket, PackedBucket) else bucket
+
+
+@dataclass(frozen=True)
 class ShuffleInput:
     """One reduce-side partition: the bucket every map task produced for it, to merge."""
 
-    buckets: list[list[Any]]
+    buckets: list[list[Any]] | list[PackedBucket]
     merge: Callable[[list[list[Any]]], Iterable[Any]]
     operator: str
 
     def open(self) -> Iterator[Any]:
-        return _guard(self.operator, lambda: self.merge(self.buckets))
+        return _guard(self.operator, lambda: self.merge([_unpacked(b) for b in self.buckets]), {})
 
 
-TaskInput = RecordsInput | ShuffleInput
+TaskInput = RecordsInput | RecordSlices | ShuffleInput
 
 
 @dataclass(frozen=True)
@@ -113,14 +244,27 @@ class TaskPlan:
 
 def execute_task(plan: TaskPlan, index: int) -> list[Any]:
     """Run a task; returns its records, or its buckets when it is a shuffle map task."""
-    records = run_stages(plan.stages, index, plan.input.open())
+    frames: StageFrames = {}
     write = plan.shuffle_write
-    if write is None:
-        return list(records)
-    return list(_guard(write.operator, lambda: _write_buckets(write, index, records)))
+    try:
+        records = run_stages(plan.stages, index, plan.input.open(), frames)
+        if write is None:
+            return list(records)
+        return _write_buckets(write, index, records)
+    except OperatorError:
+        raise
+    except Exception as exc:  # raised in no stage's frame: the shuffle's functions
+        raise _operator_error(exc, frames, write.operator if write else "task") from None
 
 
-def _write_buckets(write: ShuffleWrite, index: int, records: Iterator[Any]) -> list[list[Any]]:
+def execute_packed(plan: TaskPlan, index: int) -> list[Any]:
+    """``execute_task`` for a backend that moves results between processes: a shuffle map
+    task's buckets come back packed (``PackedBucket``)."""
+    result = execute_task(plan, index)
+    return result if plan.shuffle_write is None else [_pack(bucket) for bucket in result]
+
+
+def _write_buckets(write: ShuffleWrite, index: int, records: Iterable[Any]) -> list[list[Any]]:
     n = write.num_partitions
     if write.by_position:
         lists: list[list[Any]] = [[] for _ in range(n)]
@@ -133,13 +277,34 @@ def _write_buckets(write: ShuffleWrite, index: int, records: Iterator[Any]) -> l
         for pair in records:
             lists[partition(pair[0]) % n].append(pair)
         return lists
-    create, merge_value = write.create_combiner, write.merge_value
-    assert merge_value is not None
-    combined: list[dict[Any, Any]] = [{} for _ in range(n)]
+    assert write.merge_value is not None
+    combined = _combine(records, write.create_combiner, write.merge_value)
+    return _split_distinct(combined, n, partition)
+
+
+def _combine(
+    records: Iterable[Any], create: Callable[[Any], Any], merge_value: Callable[[Any, Any], Any]
+) -> dict[Any, Any]:
+    """Map-side combine of the whole partition into one dict, before any hashing."""
+    combined: dict[Any, Any] = {}
     for key, value in records:
-        bucket = combined[partition(key) % n]
-        if key in bucket:
-            bucket[key] = merge_value(bucket[key], value)
+        if key in combined:
+            combined[key] = merge_value(combined[key], value)
         else:
-            bucket[key] = create(value)
-    return [list(bucket.items()) for bucket in combined]
+            combined[key] = create(value)
+    return combined
+
+
+def _split_distinct(
+    combined: dict[Any, Any], n: int, partition: Callable[[Any], int]
+) -> list[list[Any]]:
+    """Bucket combined pairs: the partitioner runs once per distinct key, not per record.
+
+    Within a bucket, pairs keep their first-seen order, as when combining per bucket.
+    """
+    if n == 1:
+        return [list(combined.items())]
+    lists: list[list[Any]] = [[] for _ in range(n)]
+    for pair in combined.items():
+        lists[partition(pair[0]) % n].append(pair)
+    return lists
