@@ -54,9 +54,14 @@ async def ensure_postgres() -> None:
     result = await anyio.to_thread.run_sync(
         lambda: subprocess.run(START_COMMAND, shell=True, capture_output=True, text=True)
     )
-    with anyio.move_on_after(START_TIMEOUT):
-        while not await _can_connect():
-            await anyio.sleep(0.1)  # waiting on an external server's startup, bounded above
+    # pg_isready does the bounded waiting for the server's startup (no polling here).
+    await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", str(int(START_TIMEOUT))],
+            capture_output=True, check=False,
+        )
+    )
+    if await _can_connect():
         return
     pytest.fail(
         f"PostgreSQL at {DSN} is down and `{START_COMMAND}` did not bring it up "

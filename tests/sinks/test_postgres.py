@@ -212,7 +212,7 @@ async def test_connections_are_pooled_not_opened_per_record_or_batch(pg_schema: 
     sink = append_sink(pg_schema, pool_size=2, server_settings={"application_name": application})
     await write_batches(sink, batches, num_partitions=4, max_concurrency=4)
     assert not sink.is_open  # the context closed the pool when it stopped
-    assert 1 <= sink.statistics.connections_opened <= 2
+    assert sink.statistics.connections_opened in (1, 2)
     assert sink.statistics.rows_written == 200
     assert sink.statistics.partitions_written == 16
     with anyio.fail_after(5):  # a backend leaves pg_stat_activity just after its client
