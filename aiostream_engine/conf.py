@@ -70,6 +70,13 @@ class StreamingConf:
         "Bytes after which a write-ahead log segment is closed and a new one started.",
         None,
     )
+    local_dir: str | None = _key(
+        None,
+        "Directory for the disk copies of cached partitions (state, windows) of local[N] "
+        "workers, so a worker that dies loses none; default: the system's temporary "
+        "directory. Removed at stop.",
+        "spark.local.dir",
+    )
     worker_nice: int = _key(
         5,
         "Niceness added to local[N] worker processes: CPU-bound tasks yield the CPU to the "

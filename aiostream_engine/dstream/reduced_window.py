@@ -20,17 +20,10 @@ from ..rdd.core import RDD, ParallelCollectionRDD
 from ..rdd.tasks import RecordsInput, Stage, TaskPlan
 from ..timeutil import to_seconds
 from .base import DStream
-from .window_rdds import (
-    Check,
-    MaterializedRDD,
-    SpanBatchRDD,
-    pack_records,
-    union_all,
-    unpack_records,
-)
+from .window_rdds import Check, MaterializedRDD, SpanBatchRDD, union_all
 
 if TYPE_CHECKING:
-    pass
+    from ..executor.block_store import BlockRef
 
 log = logging.getLogger(__name__)
 
@@ -153,25 +146,29 @@ def _slide_task(
     func: Callable[[Any, Any], Any],
     inv_func: Callable[[Any, Any], Any],
     filter_func: Callable[[Any], bool] | None,
-    previous: list[Any],
-    leaving: list[bytes | list[Any]],
-    entering: list[bytes | list[Any]],
+    previous: BlockRef | None,
+    leaving: list[BlockRef],
+    entering: list[BlockRef],
+    fresh_target: BlockRef | None,
 ) -> Callable[[int, Iterator[Any]], Iterable[Any]]:
     """One partition of a slide, in the task: its input is the newest batch's reduced
-    records of this partition; it returns [those records packed, the window's records].
-    Every input is partitioned alike, so a key's values all meet in this partition."""
+    records of this partition, stored as ``fresh_target``; it returns the window's records.
+    Every input is partitioned alike, so a key's values all meet in this partition, and
+    the blocks it reads live on the worker it runs on."""
 
     def run(_index: int, fresh: Iterator[Any]) -> list[Any]:
         fresh_records = list(fresh)
+        if fresh_target is not None:
+            fresh_target.put(fresh_records)
         left: dict[Any, Any] = {}
-        for part in leaving:
-            _reduce_into(func, left, unpack_records(part))
+        for block in leaving:
+            _reduce_into(func, left, block.records())
         entered: dict[Any, Any] = {}
-        for part in entering:
-            _reduce_into(func, entered, unpack_records(part))
+        for block in entering:
+            _reduce_into(func, entered, block.records())
         _reduce_into(func, entered, fresh_records)
         window: list[Any] = []
-        for key, value in previous:
+        for key, value in previous.records() if previous is not None else ():
             if key in left:
                 value = inv_func(value, left[key])
             if key in entered:
@@ -180,15 +177,16 @@ def _slide_task(
         window.extend(entered.items())  # keys with no previous value
         if filter_func is not None:
             window = [pair for pair in window if filter_func(pair)]
-        return [pack_records(fresh_records), window]
+        return window
 
     return run
 
 
 class _SlideRDD(RDD):
     """A slide as one task per partition: the reduce side of the newest batch's shuffle,
-    merged in the same task with the previous window and the batches leaving and entering
-    (their partitions travel with the task). Returns [batch part, window part] per task."""
+    merged in the same task with the previous window and the batches leaving and entering,
+    read as blocks on the worker that holds them. The task stores the newest batch's
+    partition (its ``SpanBatchRDD``'s block) and returns the window's partition."""
 
     def __init__(
         self,
@@ -209,37 +207,34 @@ class _SlideRDD(RDD):
 
     async def _uncached_plans(self) -> list[TaskPlan]:
         n = self.num_partitions
-        previous = await _partitions_of(self._previous) if self._previous is not None else [[]] * n
-        leaving = [await _span_parts(rdd) for rdd in self._leaving]
-        entering = [await _span_parts(rdd) for rdd in self._entering]
+        previous: list[BlockRef | None] = [None] * n
+        if self._previous is not None:
+            previous = list(await self._previous._cached_blocks())
+        leaving = [await rdd._cached_blocks() for rdd in self._leaving]
+        entering = [await rdd._cached_blocks() for rdd in self._entering]
         fresh = self._fresh
         lineage = fresh.pending_lineage if fresh is not None else None
+        targets: list[BlockRef | None] = [None] * n
         if lineage is not None:
+            assert fresh is not None
             base = await lineage._plans()
+            targets = list(fresh.targets)
         else:
             if fresh is not None:
-                entering.append(await fresh.apacked())
+                entering.append(await fresh._cached_blocks())
             base = [TaskPlan(RecordsInput([])) for _ in range(n)]
-        return [
-            plan.then(
-                Stage(
-                    self.name,
-                    _slide_task(
-                        *self._merge,
-                        previous[i],
-                        [part[i] for part in leaving],
-                        [part[i] for part in entering],
-                    ),
-                )
-            )
-            for i, plan in enumerate(base)
-        ]
+        plans = []
+        for i, plan in enumerate(base):
+            left, entered = [b[i] for b in leaving], [b[i] for b in entering]
+            task = _slide_task(*self._merge, previous[i], left, entered, targets[i])
+            reads = tuple(b for b in (previous[i], *left, *entered, targets[i]) if b is not None)
+            plans.append(plan.then(Stage(self.name, task), reads=reads))
+        return plans
 
-    def split(self, results: list[list[Any]]) -> list[list[Any]]:
-        """The tasks' [packed batch part, window part] pairs -> the window's partitions."""
+    def fresh_computed(self) -> None:
+        """The window's tasks all ran: the newest batch's blocks are stored."""
         if self._fresh is not None:
-            self._fresh.set_packed([pair[0] for pair in results])
-        return [pair[1] for pair in results]
+            self._fresh.set_computed()
 
 
 def _filtered(filter_func: Callable[[Any], bool]) -> Callable[[Iterator[Any]], Iterable[Any]]:
@@ -260,13 +255,14 @@ class ReducedWindowedDStream(_WindowBase):
     ``previous window - leaving batches + entering batches``, per key, on the executor.
 
     It keeps, for the window's span, each parent batch's reduced-by-key result, computed
-    once and held pickled (``SpanBatchRDD``), and the previous window's result as
-    partitions (``MaterializedRDD``); both are dropped once they leave the span (as
-    batches complete). The per-key merge runs in tasks: normally each partition's slide is
-    one task that also finishes the newest batch's reduce (``_SlideRDD``: every input is
-    hash-partitioned into the same partition count); restored data partitioned otherwise
-    goes through a cogroup instead. So a slide costs the batches entering and leaving plus
-    the previous window's keys, whatever the window's length.
+    once (``SpanBatchRDD``), and the previous window's result (``MaterializedRDD``), both
+    as blocks on the executors, never copied through the driver; both are dropped once
+    they leave the span (as batches complete). The per-key merge runs in tasks: normally
+    each partition's slide is one task that also finishes the newest batch's reduce
+    (``_SlideRDD``: every input is hash-partitioned into the same partition count);
+    restored data partitioned otherwise goes through a cogroup instead. So a slide costs
+    the batches entering and leaving plus the previous window's keys, whatever the
+    window's length.
     """
 
     requires_checkpoint = True
@@ -352,7 +348,7 @@ class ReducedWindowedDStream(_WindowBase):
         previous = self._windows.get(previous_ms)
         n = self.num_partitions or runner.default_parallelism
         name = f"{self.operator_name} window {to_seconds(time_ms):g}"
-        post = None
+        on_computed = None
         if previous is None and self._zero_ms is not None and previous_ms > self._zero_ms:
             # No previous result (restored without it, or its batch failed): from scratch.
             merged = self._from_scratch(time_ms)
@@ -363,14 +359,14 @@ class ReducedWindowedDStream(_WindowBase):
             fresh = newest if isinstance(newest, SpanBatchRDD) else None
             others = [r for r in entering if r is not fresh]
             slide_rdd = _SlideRDD(self, n, fresh, previous, leaving, others)
-            merged, post = slide_rdd, slide_rdd.split
+            merged, on_computed = slide_rdd, slide_rdd.fresh_computed
         else:  # partitioned differently (restored from a run with another partition count)
             merged = (
                 (previous or runner.empty_rdd())
                 .cogroup(union_all(leaving, runner), union_all(entering, runner), num_partitions=n)
                 .map_partitions(_window_merger(self._func, self._inv_func, self._filter_func))
             )
-        result = MaterializedRDD(merged, name, self._check_for(time_ms), post)
+        result = MaterializedRDD(merged, name, self._check_for(time_ms), on_computed)
         self._windows[time_ms] = result
         self._last_window_ms = time_ms
         return result
@@ -506,16 +502,7 @@ class ReducedWindowedDStream(_WindowBase):
             self._completed_ms = int(data["time_ms"])
 
 
-async def _span_parts(rdd: RDD) -> list[bytes] | list[list[Any]]:
-    """A batch's partitions as the slide task takes them (packed when they are)."""
-    if isinstance(rdd, SpanBatchRDD):
-        return await rdd.apacked()
-    return await _partitions_of(rdd)
-
-
 async def _partitions_of(rdd: RDD) -> list[list[Any]]:
-    if isinstance(rdd, MaterializedRDD | SpanBatchRDD):
-        return [list(part) for part in await rdd.apartitions()]
     if isinstance(rdd, ParallelCollectionRDD):
         return [list(part) for part in rdd.partitions]
-    return await rdd.acollect_partitions()
+    return await rdd._materialize()

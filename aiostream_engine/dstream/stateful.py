@@ -2,12 +2,13 @@
 part that runs in tasks.
 
 A state stream's state at batch t is an RDD of ``num_partitions`` partitions, hash
-partitioned by ``stable_hash`` of the key. It is built from the state at t - slide (cached,
-so computed once) and batch t's records: only the new records are shuffled, into the same
-partitions, and task i runs the user function over state partition i and the new records of
-partition i. The state itself never goes through a shuffle, the update runs on the executor,
-and once a state RDD is computed it forgets its parents, so lineage does not grow from batch
-to batch; the stream keeps only the state RDDs it still needs (see ``state_spec``).
+partitioned by ``stable_hash`` of the key. It is built from the state at t - slide (cached
+where its tasks ran, so computed once and never copied to the driver) and batch t's
+records: only the new records are shuffled, into the same partitions, and task i runs the
+user function over state partition i and the new records of partition i, on the worker
+holding state partition i. The state itself never goes through a shuffle, and once a state
+RDD is computed it forgets its parents, so lineage does not grow from batch to batch; the
+stream keeps only the state RDDs it still needs (see ``state_spec``).
 
 The stream classes live in ``state_spec`` because ``base`` imports this module to mix
 ``StateOperations`` into DStream, so this module cannot subclass DStream.
@@ -18,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
+from ..executor.block_store import BlockRef
 from ..hashing import stable_hash
 from ..rdd.aggregation import concat
 from ..rdd.core import RDD, ShuffledRDD
-from ..rdd.tasks import RecordsInput, ShuffleWrite, Stage, TaskPlan
+from ..rdd.tasks import ShuffleWrite, Stage, TaskPlan
 
 if TYPE_CHECKING:
     from .base import DStream
@@ -141,9 +143,11 @@ class StateRDD(RDD):
     """Partition i = ``step(previous state partition i, new records of partition i)``.
 
     ``prev`` must have ``num_partitions`` partitions, hash partitioned by ``stable_hash``;
-    ``new`` is shuffled into the same partitioning. Cached from the start; once computed it
-    keeps its partitions and drops ``prev`` and ``new`` (its lineage), so unpersisting it
-    never makes it recompute.
+    ``new`` is shuffled into the same partitioning. Cached from the start, as blocks where
+    its tasks ran (``executor.block_store``): task i reads state block i where it lives and
+    stores state block i there, so the state never passes through the driver. Once
+    computed it drops ``prev`` and ``new`` (its lineage), so lineage does not grow from
+    batch to batch; a lost worker's blocks come back from their disk copies.
     """
 
     def __init__(self, prev: RDD, new: RDD, num_partitions: int, step: Step, name: str) -> None:
@@ -151,40 +155,35 @@ class StateRDD(RDD):
         self._prev: RDD | None = prev
         self._new: RDD | None = new
         self._step = step
-        self._done: list[list[Any]] | None = None
         self.cache()
 
     async def _uncached_plans(self) -> list[TaskPlan]:
-        prev, new, done = self._prev, self._new, self._done
-        if done is not None:
-            return [TaskPlan(RecordsInput(part)) for part in done]
-        assert prev is not None and new is not None
-        state_parts = await prev._materialize()
-        if len(state_parts) != self.num_partitions:
+        prev, new = self._prev, self._new
+        assert prev is not None and new is not None, "a computed state RDD never recomputes"
+        if prev.num_partitions != self.num_partitions:
             raise RuntimeError(
-                f"{self.name}: the previous state has {len(state_parts)} partitions, "
+                f"{self.name}: the previous state has {prev.num_partitions} partitions, "
                 f"expected {self.num_partitions}"
             )
+        state_blocks = await prev._cached_blocks()
         write = ShuffleWrite(
             self.num_partitions, f"{self.name} (shuffle of the (key, value) records)", stable_hash
         )
         plans = await ShuffledRDD(new, write, concat, self.name)._plans()
         return [
-            plan.then(Stage(self.name, _with_state(self._step, state_parts[i])))
-            for i, plan in enumerate(plans)
+            plan.then(Stage(self.name, _with_state(self._step, block)), reads=(block,))
+            for plan, block in zip(plans, state_blocks, strict=True)
         ]
 
-    async def _materialize(self) -> list[list[Any]]:
-        if self._done is not None:
-            return self._done
-        parts = await super()._materialize()
-        self._done = parts
-        self._prev = self._new = None  # computed: the lineage is no longer needed
-        return parts
+    def _forget_lineage(self) -> None:
+        self._prev = self._new = None
+
+    def unpersist(self, blocking: bool = False) -> RDD:
+        return self  # it cannot recompute: its blocks go when the last reference to it does
 
 
-def _with_state(step: Step, state_part: list[Any]) -> Callable[[int, Iterator[Any]], Iterable[Any]]:
-    return lambda _index, records: step(state_part, records)
+def _with_state(step: Step, block: BlockRef) -> Callable[[int, Iterator[Any]], Iterable[Any]]:
+    return lambda _index, records: step(block.records(), records)
 
 
 # ---- steps (run in tasks) ----------------------------------------------------------------

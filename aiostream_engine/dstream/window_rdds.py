@@ -1,20 +1,18 @@
 """RDDs of the window streams whose data is computed once and then held without lineage:
 the previous window's result (``MaterializedRDD``) and each batch's reduce inside the
-window's span (``SpanBatchRDD``, held pickled so the driver's garbage collector does not
-walk every record of the span on every slide)."""
+window's span (``SpanBatchRDD``). Both are cached as blocks where their tasks ran
+(``executor.block_store``): a slide reads them there, and the driver holds only refs."""
 
 from __future__ import annotations
 
-import asyncio
-import pickle
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..rdd.core import RDD, UnionRDD
-from ..rdd.tasks import RecordsInput, Stage, TaskPlan
+from ..rdd.tasks import BlockInput, RecordsInput, TaskPlan
 
 if TYPE_CHECKING:
+    from ..executor.block_store import BlockRef, CachedBlocks
     from ..executor.runner import TaskRunner
 
 #: Given a window's partitions: the partitions to keep, and an error to raise (or None).
@@ -22,12 +20,13 @@ Check = Callable[[list[list[Any]]], Awaitable[tuple[list[list[Any]], BaseExcepti
 
 
 class MaterializedRDD(RDD):
-    """An RDD computed once; afterwards it keeps only its partitions and forgets its lineage.
+    """An RDD computed once; afterwards it keeps only its blocks and forgets its lineage.
 
     Window intermediates are these: window t's lineage reaches window t - S, whose lineage
-    reaches t - 2S, ...; holding only partitions keeps memory bounded by the live keys.
+    reaches t - 2S, ...; holding only blocks keeps memory bounded by the live keys.
     ``check`` (async, given the partitions) may replace them and report an error, raised
-    once (checked inverse: the recomputed window replaces a wrong one).
+    once (checked inverse: the recomputed window replaces a wrong one). ``on_computed``
+    runs once the blocks are stored.
     """
 
     def __init__(
@@ -35,126 +34,83 @@ class MaterializedRDD(RDD):
         inner: RDD,
         name: str,
         check: Check | None = None,
-        post: Callable[[list[list[Any]]], list[list[Any]]] | None = None,
+        on_computed: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(inner._runner, inner.num_partitions, name)
         self._inner: RDD | None = inner
-        self._parts: list[list[Any]] | None = None
-        self._lock: asyncio.Lock | None = None
         self._check = check
-        self._post = post  # what the tasks returned -> this RDD's partitions
-
-    @property
-    def materialized(self) -> bool:
-        return self._parts is not None
-
-    async def apartitions(self) -> list[list[Any]]:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._parts is None:
-                assert self._inner is not None
-                parts = await self._runner.run_tasks(await self._inner._plans(), self.name)
-                if self._post is not None:
-                    parts, self._post = self._post(parts), None
-                check, self._check = self._check, None
-                error = None
-                if check is not None:
-                    parts, error = await check(parts)
-                self._parts, self._inner = parts, None
-                if error is not None:
-                    raise error
-            return self._parts
-
-    async def _plans(self) -> list[TaskPlan]:
-        return [TaskPlan(RecordsInput(part)) for part in await self.apartitions()]
+        self._on_computed = on_computed
+        self._error: BaseException | None = None
+        self.cache()
 
     async def _uncached_plans(self) -> list[TaskPlan]:
-        return await self._plans()
+        assert self._inner is not None, "a computed window never recomputes"
+        return await self._inner._plans()
 
-    def cache(self) -> RDD:
-        return self
+    async def _compute_blocks(self) -> CachedBlocks:
+        blocks = await super()._compute_blocks()
+        if self._on_computed is not None:
+            self._on_computed()
+        if self._check is not None:
+            fetched = [TaskPlan(BlockInput(ref)) for ref in blocks.refs]
+            parts = await self._runner.run_tasks(fetched, f"{self.name} (check)")
+            kept, self._error = await self._check(parts)
+            if self._error is not None:  # later slides go on from the recomputed window
+                blocks = await self._runner.store([TaskPlan(RecordsInput(p)) for p in kept], self.name)
+        return blocks
+
+    async def _cached_blocks(self) -> list[BlockRef]:
+        refs = await super()._cached_blocks()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return refs
+
+    def _forget_lineage(self) -> None:
+        self._inner = self._check = self._on_computed = None
 
     def unpersist(self, blocking: bool = False) -> RDD:
-        return self  # its partitions go when the last reference to it does
-
-
-# ---- a batch kept for the window's span: pickled partitions ---------------------------------
-
-
-def pack_records(records: list[Any]) -> bytes:
-    return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def unpack_records(part: bytes | list[Any]) -> list[Any]:
-    return pickle.loads(part) if isinstance(part, bytes) else part
-
-
-def _pack_stage(_index: int, records: Iterator[Any]) -> list[bytes]:
-    return [pack_records(list(records))]
-
-
-@dataclass(frozen=True)
-class PackedInput:
-    """A task input whose records travel, and wait on the driver, pickled."""
-
-    payload: bytes
-
-    def open(self) -> Iterator[Any]:
-        return iter(pickle.loads(self.payload))
+        return self  # it cannot recompute: its blocks go when the last reference to it does
 
 
 class SpanBatchRDD(RDD):
-    """One batch's reduced-by-key result, kept while it is in the window's span.
+    """One batch's reduced-by-key result, kept as blocks while it is in the window's span.
 
-    Computed once; its partitions are then held pickled (packed in the task that computed
-    them), so the driver's heap, and the garbage collector's work, do not grow with the
-    window's length; a slide hands the bytes to the task that removes or adds them.
+    Its blocks are named up front (``targets``) so that the slide that reduces the newest
+    batch alongside the window can store it from the same task (then ``set_computed``);
+    otherwise it computes on first use.
     """
 
     def __init__(self, inner: RDD, name: str) -> None:
         super().__init__(inner._runner, inner.num_partitions, name)
         self._inner: RDD | None = inner
-        self._packed: list[bytes] | None = None
-        self._lock: asyncio.Lock | None = None
-
-    @property
-    def materialized(self) -> bool:
-        return self._packed is not None
+        self._targets = inner._runner.new_blocks(inner.num_partitions, name)
+        self.cache()
 
     @property
     def pending_lineage(self) -> RDD | None:
         """What computes it, while it has not been computed."""
-        return self._inner if self._packed is None else None
+        return self._inner if self._blocks is None else None
 
-    async def apacked(self) -> list[bytes]:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._packed is None:
-                assert self._inner is not None
-                plans = [p.then(Stage("pack", _pack_stage)) for p in await self._inner._plans()]
-                results = await self._runner.run_tasks(plans, self.name)
-                self._packed, self._inner = [r[0] for r in results], None
-            return self._packed
+    @property
+    def targets(self) -> list[BlockRef]:
+        return self._targets.refs
 
-    def set_packed(self, packed: list[bytes]) -> None:
-        """Computed by the slide that reduced it alongside the window."""
-        if self._packed is None:
-            self._packed, self._inner = packed, None
-
-    async def apartitions(self) -> list[list[Any]]:
-        return [unpack_records(part) for part in await self.apacked()]
-
-    async def _plans(self) -> list[TaskPlan]:
-        # A TaskPlan input is anything with open() -> records (tasks.execute_task).
-        return [TaskPlan(PackedInput(part)) for part in await self.apacked()]  # type: ignore[arg-type]
+    def set_computed(self) -> None:
+        """A slide stored every partition into ``targets``."""
+        if self._blocks is None:
+            self._blocks = self._targets
+            self._forget_lineage()
 
     async def _uncached_plans(self) -> list[TaskPlan]:
-        return await self._plans()
+        assert self._inner is not None, "a computed batch never recomputes"
+        return await self._inner._plans()
 
-    def cache(self) -> RDD:
-        return self
+    async def _compute_blocks(self) -> CachedBlocks:
+        return await self._runner.store(await self._uncached_plans(), self.name, self._targets)
+
+    def _forget_lineage(self) -> None:
+        self._inner = None
 
     def unpersist(self, blocking: bool = False) -> RDD:
         return self

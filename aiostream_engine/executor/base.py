@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..rdd.tasks import TaskPlan
+from .block_store import BlockRef
 
 
 class WorkerLostError(Exception):
@@ -17,6 +18,15 @@ class ExecutorBackend(Protocol):
     @property
     def cores(self) -> int:
         """Tasks the backend runs in parallel."""
+        ...
+
+    @property
+    def spill_dir(self) -> str | None:
+        """Where blocks get a disk copy (None: memory only; see ``block_store``)."""
+        ...
+
+    def release_blocks(self, refs: list[BlockRef]) -> None:
+        """Drop blocks no RDD holds any more. Called from finalizers: any thread, no await."""
         ...
 
     async def start(self) -> None: ...

@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 
 from ..rdd.tasks import TaskPlan, execute_task
+from .block_store import STORE, BlockRef
 
 
 class LocalBackend:
@@ -22,6 +23,13 @@ class LocalBackend:
     @property
     def cores(self) -> int:
         return int(self._limiter.total_tokens)
+
+    @property
+    def spill_dir(self) -> None:
+        return None  # blocks live in this process: they die with the driver, not before
+
+    def release_blocks(self, refs: list[BlockRef]) -> None:
+        STORE.drop([ref.id for ref in refs])
 
     async def start(self) -> None:
         return None

@@ -22,7 +22,8 @@ def backend_for(master: str, conf: StreamingConf | None = None) -> ExecutorBacke
     if match:
         count = match.group(1)
         workers = (os.cpu_count() or 1) if count == "*" else int(count)
-        return ProcessPoolBackend(workers, nice=(conf or StreamingConf()).worker_nice)
+        conf = conf or StreamingConf()
+        return ProcessPoolBackend(workers, nice=conf.worker_nice, local_dir=conf.local_dir)
     raise ConfigurationError(
         f"unknown master {master!r}: use 'local', 'local[N]' or 'local[*]'"
     )

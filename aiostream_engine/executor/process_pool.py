@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import shutil
 import sys
+import tempfile
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -22,6 +26,7 @@ import cloudpickle
 
 from ..rdd.tasks import TaskPlan
 from .base import WorkerLostError
+from .block_store import BlockRef, remove_disk_copies
 from .protocol import ERROR, HEADER, NICE_ENV, PART_COUNT, request_parts
 
 _STREAM_LIMIT = 1 << 20
@@ -45,15 +50,24 @@ def _worker_hash_seed() -> str:
     return seed if seed.isdigit() else "0"
 
 
+@dataclass
+class Traffic:
+    """Bytes written to and read from the workers' pipes (what crossed the driver)."""
+
+    sent: int = 0
+    received: int = 0
+
+
 class _Worker:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, traffic: Traffic) -> None:
         self.process = process
+        self.traffic = traffic
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    async def call(self, plan: TaskPlan, index: int) -> tuple[bytes, bytes]:
+    async def call(self, plan: TaskPlan, index: int, drops: list[str]) -> tuple[bytes, bytes]:
         """Send one task and read its response.
 
         The request's parts are encoded one at a time, each written before the next is
@@ -62,17 +76,19 @@ class _Worker:
         """
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
-        count, parts = request_parts(plan, index)
+        count, parts = request_parts(plan, index, drops)
         try:
             stdin.write(PART_COUNT.pack(count))
             for part in parts:
                 stdin.write(HEADER.pack(len(part)))
                 stdin.write(part)
+                self.traffic.sent += len(part)
                 del part  # the transport keeps what it has not written yet
                 await stdin.drain()
                 await anyio.lowlevel.checkpoint()  # drain returns at once under its limit
             size = HEADER.unpack(await stdout.readexactly(HEADER.size))[0]
             body = await stdout.readexactly(size)
+            self.traffic.received += size
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
             raise WorkerLostError(
                 f"worker process {self.pid} died (exit code {self.process.returncode})"
@@ -95,18 +111,33 @@ class _Worker:
 
 
 class ProcessPoolBackend:
-    def __init__(self, workers: int, nice: int = 0) -> None:
+    """Workers in numbered slots. A task that reads or writes a cached partition's blocks
+    runs in slot ``partition % workers`` (where those blocks live in memory); any other
+    task takes the first free slot. A replacement worker takes its predecessor's slot and
+    reads that slot's blocks from their disk copies (``block_store``)."""
+
+    def __init__(self, workers: int, nice: int = 0, local_dir: str | None = None) -> None:
         if workers < 1:
             raise ValueError("a process pool needs at least one worker")
         self._size = workers
         self._nice = nice
-        self._idle: asyncio.Queue[_Worker] | None = None
-        self._all: set[_Worker] = set()
+        self._local_dir = local_dir
+        self._slots: list[_Worker] = []
+        self._free: set[int] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._spill_dir: str | None = None
+        self._drops_lock = threading.Lock()  # release_blocks runs in finalizers, any thread
+        self._pending_drops: list[list[str]] = [[] for _ in range(workers)]
         self.replacements = 0
+        self.traffic = Traffic()
 
     @property
     def cores(self) -> int:
         return self._size
+
+    @property
+    def spill_dir(self) -> str | None:
+        return self._spill_dir
 
     async def _spawn(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(
@@ -122,48 +153,91 @@ class ProcessPoolBackend:
                 NICE_ENV: str(self._nice),
             },
         )
-        worker = _Worker(process)
-        self._all.add(worker)
-        return worker
+        return _Worker(process, self.traffic)
 
     async def start(self) -> None:
-        self._idle = asyncio.Queue()
-        for worker in await asyncio.gather(*(self._spawn() for _ in range(self._size))):
-            self._idle.put_nowait(worker)
+        self._spill_dir = tempfile.mkdtemp(prefix="aiostream-blocks-", dir=self._local_dir)
+        self._slots = list(await asyncio.gather(*(self._spawn() for _ in range(self._size))))
+        self._free = set(range(self._size))
 
     def worker_pids(self) -> list[int]:
-        """The pids of the live workers (tests kill one of them)."""
-        return [w.pid for w in self._all]
+        """The pids of the live workers, by slot (tests kill one of them)."""
+        return [w.pid for w in self._slots]
+
+    # ---- blocks -------------------------------------------------------------------------
+
+    def release_blocks(self, refs: list[BlockRef]) -> None:
+        """Delete the disk copies now; each worker drops the blocks from memory when it
+        gets its next task (the ids ride along with it)."""
+        remove_disk_copies(refs)
+        ids = [ref.id for ref in refs]
+        with self._drops_lock:
+            for pending in self._pending_drops:
+                pending.extend(ids)
+
+    def _take_drops(self, slot: int) -> list[str]:
+        with self._drops_lock:
+            drops, self._pending_drops[slot] = self._pending_drops[slot], []
+        return drops
+
+    # ---- slots --------------------------------------------------------------------------
+
+    async def _acquire(self, placement: int | None) -> int:
+        while True:
+            if placement is not None:
+                slot: int | None = placement % self._size
+                if slot not in self._free:
+                    slot = None
+            else:
+                slot = min(self._free, default=None)
+            if slot is not None:
+                self._free.discard(slot)
+                return slot
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _release(self, slot: int) -> None:
+        self._free.add(slot)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:  # each looks again: the slot may suit only some of them
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def run(self, plan: TaskPlan, index: int) -> list[Any]:
-        if self._idle is None:
+        if not self._slots:
             raise RuntimeError("the process pool is not started")
-        worker = await self._idle.get()
+        slot = await self._acquire(plan.placement)
+        worker = self._slots[slot]
         healthy = False
         try:
-            status, body = await worker.call(plan, index)
+            status, body = await worker.call(plan, index, self._take_drops(slot))
             healthy = True
         finally:
-            if healthy:
-                self._idle.put_nowait(worker)
-            else:  # died, or cancelled mid-task: its pipe state is unknown, replace it
-                await self._replace(worker)
+            if not healthy:  # died, or cancelled mid-task: its pipe state is unknown, replace it
+                with anyio.CancelScope(shield=True):
+                    await self._replace(slot, worker)
+            self._release(slot)
         if status == ERROR:
             raise cloudpickle.loads(body)
         return pickle.loads(body)
 
-    async def _replace(self, worker: _Worker) -> None:
-        self._all.discard(worker)
+    async def _replace(self, slot: int, worker: _Worker) -> None:
         worker.kill()
-        with anyio.CancelScope(shield=True):
-            await worker.process.wait()
-            replacement = await self._spawn()
-        self.replacements += 1
-        assert self._idle is not None
-        self._idle.put_nowait(replacement)
+        await worker.process.wait()
+        if self._slots:  # not stopping
+            self._slots[slot] = await self._spawn()
+            self.replacements += 1
 
     async def stop(self) -> None:
-        workers, self._all = list(self._all), set()
-        self._idle = None
+        workers, self._slots = self._slots, []
+        self._free = set()
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*(w.close() for w in workers))
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir = None

@@ -1,7 +1,8 @@
 """The frame format between the driver and a worker process.
 
 Request: 4-byte big-endian part count, then each part as an 8-byte big-endian length and
-its bytes. Part 0 is the cloudpickle of ``(plan, index)``. A plan whose input is a
+its bytes. Part 0 is the cloudpickle of ``(plan, index, drops)``, drops being the ids of
+blocks the worker may forget before it runs the task. A plan whose input is a
 ``RecordsInput`` goes with an empty ``RecordSlices`` instead, and its records follow as
 the other parts, one pickled slice each, written as they are encoded.
 Response: 8-byte big-endian length, then one status byte (``RESULT`` / ``ERROR``) and a
@@ -31,7 +32,7 @@ NICE_ENV = "AIOSTREAM_WORKER_NICE"
 SLICE = 16_384
 
 
-def request_parts(plan: TaskPlan, index: int) -> tuple[int, Iterator[bytes]]:
+def request_parts(plan: TaskPlan, index: int, drops: list[str]) -> tuple[int, Iterator[bytes]]:
     """How many parts the request has, and the parts, each encoded when it is reached
     (the caller writes one and yields to the event loop before the next)."""
     records: list[Any] = []
@@ -41,16 +42,16 @@ def request_parts(plan: TaskPlan, index: int) -> tuple[int, Iterator[bytes]]:
     slices = range(0, len(records), SLICE)
 
     def parts() -> Iterator[bytes]:
-        yield cloudpickle.dumps((plan, index), protocol=pickle.HIGHEST_PROTOCOL)
+        yield cloudpickle.dumps((plan, index, drops), protocol=pickle.HIGHEST_PROTOCOL)
         for start in slices:
             yield dumps_slice(records[start : start + SLICE])
 
     return 1 + len(slices), parts()
 
 
-def decode_request(parts: list[bytes]) -> tuple[TaskPlan, int]:
-    """``(plan, index)`` from a request's parts."""
-    plan, index = cloudpickle.loads(parts[0])
+def decode_request(parts: list[bytes]) -> tuple[TaskPlan, int, list[str]]:
+    """``(plan, index, drops)`` from a request's parts."""
+    plan, index, drops = cloudpickle.loads(parts[0])
     if isinstance(plan.input, RecordSlices):
         plan = dataclasses.replace(plan, input=RecordSlices(parts[1:]))
-    return plan, index
+    return plan, index, drops

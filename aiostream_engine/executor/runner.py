@@ -19,8 +19,14 @@ from ..errors import ContextStateError, TaskFailedError
 from ..rdd.core import RDD, ParallelCollectionRDD
 from ..rdd.tasks import TaskPlan
 from .base import ExecutorBackend
+from .block_store import CachedBlocks, new_block_refs
 
 T = TypeVar("T")
+
+
+def _block_prefix(name: str) -> str:
+    """A file-name-safe hint of the RDD's name, for people looking at a spill directory."""
+    return "".join(c if c.isalnum() else "_" for c in name)[:24] or "rdd"
 
 
 class TaskRunner:
@@ -61,6 +67,20 @@ class TaskRunner:
 
     def from_partitions(self, partitions: list[list[Any]], name: str = "input") -> RDD:
         return ParallelCollectionRDD(self, partitions, name)
+
+    def new_blocks(self, count: int, name: str) -> CachedBlocks:
+        """Refs for the ``count`` partitions of a cached RDD, released with the object."""
+        refs = new_block_refs(count, self.backend.spill_dir, _block_prefix(name))
+        return CachedBlocks(refs, self.backend.release_blocks)
+
+    async def store(
+        self, plans: list[TaskPlan], name: str, blocks: CachedBlocks | None = None
+    ) -> CachedBlocks:
+        """Run the plans keeping partition i as block i where its task ran."""
+        blocks = blocks or self.new_blocks(len(plans), name)
+        stored = [plan.storing(ref) for plan, ref in zip(plans, blocks.refs, strict=True)]
+        await self.run_tasks(stored, f"{name} (cache)")
+        return blocks
 
     def empty_rdd(self) -> RDD:
         return ParallelCollectionRDD(self, [], "empty")

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import cloudpickle
 
+from aiostream_engine.executor.block_store import STORE
 from aiostream_engine.executor.protocol import (
     ERROR,
     HEADER,
@@ -67,8 +68,9 @@ def _read_request(stream: BinaryIO) -> list[bytes] | None:
 
 def _run(parts: list[bytes]) -> tuple[bytes, bytes]:
     try:
-        plan, index = decode_request(parts)
+        plan, index, drops = decode_request(parts)
         parts.clear()  # the plan holds what it needs
+        STORE.drop(drops)
         result = pickle.dumps(execute_packed(plan, index), protocol=pickle.HIGHEST_PROTOCOL)
         return RESULT, result
     except BaseException as exc:  # report every failure to the driver, keep serving

@@ -26,9 +26,10 @@ from .aggregation import (
     merge_combiners_by,
     split_tagged,
 )
-from .tasks import RecordsInput, ShuffleInput, ShuffleWrite, Stage, TaskPlan
+from .tasks import BlockInput, RecordsInput, ShuffleInput, ShuffleWrite, Stage, TaskPlan
 
 if TYPE_CHECKING:
+    from ..executor.block_store import BlockRef, CachedBlocks
     from ..executor.runner import TaskRunner
 
 
@@ -44,7 +45,7 @@ class RDD:
         self.num_partitions = num_partitions
         self.name = name
         self._persisted = False
-        self._cached: list[list[Any]] | None = None
+        self._blocks: CachedBlocks | None = None
         self._cache_lock: asyncio.Lock | None = None
 
     # ---- planning -----------------------------------------------------------------------
@@ -52,20 +53,37 @@ class RDD:
     async def _plans(self) -> list[TaskPlan]:
         """The task of each partition; computes shuffle map sides and cached parents."""
         if self._persisted:
-            return [TaskPlan(RecordsInput(part)) for part in await self._materialize()]
+            return [TaskPlan(BlockInput(block)) for block in await self._cached_blocks()]
         return await self._uncached_plans()
 
     async def _uncached_plans(self) -> list[TaskPlan]:
         raise NotImplementedError
 
-    async def _materialize(self) -> list[list[Any]]:
+    async def _cached_blocks(self) -> list[BlockRef]:
+        """Cache this RDD (once) where its tasks run, and name its blocks.
+
+        The tasks keep their partitions (``executor.block_store``); the driver holds only
+        the refs, so caching state or a window never copies it through the driver.
+        """
+        self._persisted = True
         if self._cache_lock is None:
             self._cache_lock = asyncio.Lock()
         async with self._cache_lock:
-            if self._cached is None:
-                plans = await self._uncached_plans()
-                self._cached = await self._runner.run_tasks(plans, f"{self.name} (cache)")
-            return self._cached
+            if self._blocks is None:
+                self._blocks = await self._compute_blocks()
+                self._forget_lineage()
+            return self._blocks.refs
+
+    async def _compute_blocks(self) -> CachedBlocks:
+        return await self._runner.store(await self._uncached_plans(), self.name)
+
+    def _forget_lineage(self) -> None:
+        """Called once the RDD is cached: a subclass whose lineage would grow from batch to
+        batch (state, windows) drops it here; a plain RDD keeps it."""
+
+    async def _materialize(self) -> list[list[Any]]:
+        """The partitions' records on the driver (checkpoints; rare for cached data)."""
+        return await self._runner.run_tasks(await self._plans(), f"{self.name} (fetch)")
 
     def getNumPartitions(self) -> int:  # noqa: N802 - PySpark's name
         return self.num_partitions
@@ -261,8 +279,9 @@ class RDD:
         return self.cache()
 
     def unpersist(self, blocking: bool = False) -> RDD:
+        """Stop caching; the blocks go once no computed-ahead RDD still holds this one."""
         self._persisted = False
-        self._cached = None
+        self._blocks = None
         return self
 
     @property

@@ -15,6 +15,7 @@ iterators without a Python frame (``map`` objects, ``islice``) are wrapped.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 import traceback
@@ -27,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from ..errors import OperatorError
+from ..executor.block_store import BlockRef
 from ..hashing import stable_hash
 
 StageFunction = Callable[[int, Iterator[Any]], Iterable[Any]]
@@ -216,7 +218,17 @@ class ShuffleInput:
         return _guard(self.operator, lambda: self.merge([_unpacked(b) for b in self.buckets]), {})
 
 
-TaskInput = RecordsInput | RecordSlices | ShuffleInput
+@dataclass(frozen=True)
+class BlockInput:
+    """A cached partition, read where it lives (see ``executor.block_store``)."""
+
+    block: BlockRef
+
+    def open(self) -> Iterator[Any]:
+        return iter(self.block.records())
+
+
+TaskInput = RecordsInput | RecordSlices | ShuffleInput | BlockInput
 
 
 @dataclass(frozen=True)
@@ -233,13 +245,35 @@ class ShuffleWrite:
 
 @dataclass(frozen=True)
 class TaskPlan:
+    """One task. ``reads`` are the blocks its stages read besides its input (a state
+    partition, a window's previous result): with its input's block they place the task.
+    ``store_as``: keep the output as that block where the task ran, return nothing."""
+
     input: TaskInput
     stages: tuple[Stage, ...] = ()
     shuffle_write: ShuffleWrite | None = None
     description: str = field(default="task", compare=False)
+    reads: tuple[BlockRef, ...] = ()
+    store_as: BlockRef | None = None
 
-    def then(self, stage: Stage) -> TaskPlan:
-        return TaskPlan(self.input, (*self.stages, stage), None, self.description)
+    def then(self, stage: Stage, reads: tuple[BlockRef, ...] = ()) -> TaskPlan:
+        return TaskPlan(
+            self.input, (*self.stages, stage), None, self.description, (*self.reads, *reads)
+        )
+
+    def storing(self, block: BlockRef) -> TaskPlan:
+        return dataclasses.replace(self, store_as=block)
+
+    @property
+    def placement(self) -> int | None:
+        """The partition whose blocks this task reads or writes, if any: a backend with
+        several workers runs it where that partition's blocks live."""
+        if isinstance(self.input, BlockInput):
+            return self.input.block.partition
+        for block in (*self.reads, self.store_as):
+            if block is not None:
+                return block.partition
+        return None
 
 
 def execute_task(plan: TaskPlan, index: int) -> list[Any]:
@@ -248,9 +282,12 @@ def execute_task(plan: TaskPlan, index: int) -> list[Any]:
     write = plan.shuffle_write
     try:
         records = run_stages(plan.stages, index, plan.input.open(), frames)
-        if write is None:
-            return list(records)
-        return _write_buckets(write, index, records)
+        if write is not None:
+            return _write_buckets(write, index, records)
+        if plan.store_as is not None:
+            plan.store_as.put(list(records))
+            return []
+        return list(records)
     except OperatorError:
         raise
     except Exception as exc:  # raised in no stage's frame: the shuffle's functions
