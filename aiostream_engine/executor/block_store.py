@@ -28,6 +28,8 @@ import contextlib
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 import threading
 import uuid
 import weakref
@@ -156,3 +158,28 @@ def remove_disk_copies(refs: list[BlockRef]) -> None:
         if ref.path is not None:
             with contextlib.suppress(OSError):  # never written, or already gone
                 os.unlink(ref.path)
+
+
+_SPILL_PREFIX = "aiostream-blocks-"
+
+
+def new_spill_dir(parent: str | None) -> str:
+    """A fresh spill directory named after this process. Directories left by a driver
+    that was killed (it could not remove its own) are removed first."""
+    parent = parent or tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            owner = entry.name.removeprefix(_SPILL_PREFIX).split("-", 1)[0]
+            if entry.name.startswith(_SPILL_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -15,7 +15,6 @@ import os
 import pickle
 import shutil
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ import cloudpickle
 
 from ..rdd.tasks import TaskPlan
 from .base import WorkerLostError
-from .block_store import BlockRef, remove_disk_copies
+from .block_store import BlockRef, new_spill_dir, remove_disk_copies
 from .protocol import ERROR, HEADER, NICE_ENV, PART_COUNT, request_parts
 
 _STREAM_LIMIT = 1 << 20
@@ -156,7 +155,7 @@ class ProcessPoolBackend:
         return _Worker(process, self.traffic)
 
     async def start(self) -> None:
-        self._spill_dir = tempfile.mkdtemp(prefix="aiostream-blocks-", dir=self._local_dir)
+        self._spill_dir = new_spill_dir(self._local_dir)
         self._slots = list(await asyncio.gather(*(self._spawn() for _ in range(self._size))))
         self._free = set(range(self._size))
 
