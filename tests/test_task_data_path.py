@@ -1,5 +1,6 @@
-"""The executor's data path: operators named from tracebacks, records moved in slices,
-map outputs forwarded packed. Each runs on the in-process backend and on a process pool."""
+"""The executor's data path: per-record operators fused into one loop (and into the
+shuffle's combine), operators named from tracebacks, records moved in slices, map outputs
+forwarded packed. Each runs on the in-process backend and on a process pool."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import operator
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 from aiostream_engine import StreamingConf, TaskFailedError
@@ -15,6 +17,7 @@ from aiostream_engine.executor.master import backend_for
 from aiostream_engine.executor.protocol import SLICE
 from aiostream_engine.executor.runner import TaskRunner
 from aiostream_engine.rdd.core import RDD
+from aiostream_engine.rdd.tasks import fuse_record_stages
 
 pytestmark = pytest.mark.anyio
 
@@ -64,6 +67,105 @@ async def test_the_failing_operator_is_named_wherever_it_sits_in_the_chain(
     rdd = runner.parallelize([("a", 1), ("b", 2), ("a", 3)], 1)
     with pytest.raises(TaskFailedError, match=f"last error: {operator_name} raised"):
         await build(rdd).acollect()
+
+
+def first_word(line: str) -> str:
+    return next(iter(line.split()))  # StopIteration on an empty line
+
+
+def raise_key_error(*_: Any) -> Any:
+    raise KeyError("from the user")
+
+
+async def test_a_fused_chain_of_every_per_record_operator(runner: TaskRunner) -> None:
+    """Nested loops (two flat_maps) with stages after them, each step on its own record."""
+    lines = ["a bb", "", "ccc d", "ee"]
+    chain = (
+        runner.parallelize(lines, 2)
+        .flat_map(str.split)
+        .filter(lambda w: w != "d")
+        .key_by(len)
+        .flat_map_values(lambda w: [w, w.upper()])
+        .map_values(lambda w: w + "!")
+        .flat_map(lambda kv: [kv, (kv[0] * 10, kv[1])])
+        .map(lambda kv: (kv[1], kv[0]))
+        .values()
+    )
+    assert await chain.acollect() == [
+        1, 10, 1, 10, 2, 20, 2, 20, 3, 30, 3, 30, 2, 20, 2, 20,
+    ]
+    keyed = runner.parallelize(lines, 1).flat_map(str.split).key_by(len).keys()
+    assert await keyed.acollect() == [1, 2, 3, 1, 2]
+
+
+def test_runs_of_per_record_stages_fuse_into_one_stage() -> None:
+    rdd = TaskRunner(backend_for("local"), StreamingConf()).parallelize([], 1)
+    chain = rdd.flat_map(str.split).map(len).map_partitions(sorted).filter(bool).values().glom()
+    stages = anyio.run(chain._plans)[0].stages
+    fused = fuse_record_stages(stages)
+    assert [[step.operator for step in stage.steps] for stage in fused] == [
+        ["flat_map", "map"], [], ["filter", "values"], [],
+    ]
+    assert [stage.operator for stage in fused] == ["flat_map", "map_partitions", "filter", "glom"]
+
+
+async def test_the_shuffle_combines_a_fused_chain_in_its_loop(runner: TaskRunner) -> None:
+    lines = ["a b a", "", "b c", "a"]
+    counts = runner.parallelize(lines, 2).flat_map(str.split).map(lambda w: (w, 1))
+    assert await counts.reduce_by_key(operator.add, 3).acollect_as_map() == {"a": 3, "b": 2, "c": 1}
+    lists = counts.filter(lambda kv: kv[0] != "c").combine_by_key(
+        lambda v: [v], lambda acc, v: [*acc, v + 1], operator.add, 1
+    )
+    assert await lists.acollect_as_map() == {"a": [1, 2, 1], "b": [1, 1]}
+
+
+@pytest.mark.parametrize(
+    ("operator_name", "build"),
+    [
+        ("flat_map", lambda rdd: rdd.flat_map(fail).map(lambda w: (w, 1))),
+        ("flat_map", lambda rdd: rdd.flat_map(failing_partition)),  # fails while iterated
+        ("map", lambda rdd: rdd.flat_map(str.split).map(fail)),
+        ("filter", lambda rdd: rdd.flat_map(str.split).filter(fail).map(lambda w: (w, 1))),
+        ("key_by", lambda rdd: rdd.flat_map(str.split).key_by(fail)),
+        ("map_values", lambda rdd: rdd.key_by(len).map_values(fail)),
+        ("flat_map_values", lambda rdd: rdd.key_by(len).flat_map_values(fail)),
+        ("keys", lambda rdd: rdd.flat_map(str.split).map(len).keys().map(lambda k: (k, 1))),  # no pairs
+        ("map_partitions", lambda rdd: rdd.flat_map(str.split).map_partitions(failing_partition)
+         .map(lambda w: (w, 1))),
+        ("reduce_by_key", lambda rdd: rdd.flat_map(str.split).map(lambda w: (w, 1)).reduce_by_key(fail)),
+        ("reduce_by_key", lambda rdd: rdd.flat_map(str.split).map(lambda w: ([w], 1))),  # unhashable
+    ],
+)
+async def test_the_failing_operator_of_a_chain_combined_by_a_shuffle_is_named(
+    runner: TaskRunner, operator_name: str, build: Callable[[RDD], RDD]
+) -> None:
+    rdd = runner.parallelize(["a b", "a"], 1)
+    with pytest.raises(TaskFailedError, match=f"last error: {operator_name} raised"):
+        await build(rdd).reduce_by_key(operator.add).acollect()
+
+
+async def test_a_key_error_from_the_merge_function_is_not_a_new_key(runner: TaskRunner) -> None:
+    words = runner.parallelize(["a a"], 1).flat_map(str.split).map(lambda w: (w, 1))
+    with pytest.raises(TaskFailedError, match="reduce_by_key raised KeyError: 'from the user'"):
+        await words.reduce_by_key(raise_key_error).acollect()
+
+
+@pytest.mark.parametrize(
+    ("operator_name", "build"),
+    [
+        ("map", lambda rdd: rdd.map(first_word).map(lambda w: (w, 1))),
+        ("flat_map", lambda rdd: rdd.flat_map(lambda line: [(first_word(line), 1)])),
+        ("filter", lambda rdd: rdd.filter(first_word).map(lambda line: (line, 1))),
+        ("map_values", lambda rdd: rdd.key_by(len).map_values(first_word)),
+    ],
+)
+async def test_stop_iteration_in_a_chain_combined_by_a_shuffle_fails(
+    runner: TaskRunner, operator_name: str, build: Callable[[RDD], RDD]
+) -> None:
+    """The combining loop is a plain function: the StopIteration surfaces as itself."""
+    rdd = runner.parallelize(["a b", "", "c d"], 1)
+    with pytest.raises(TaskFailedError, match=f"last error: {operator_name} raised StopIteration"):
+        await build(rdd).reduce_by_key(operator.add).acollect()
 
 
 class Colour(enum.StrEnum):

@@ -26,7 +26,16 @@ from .aggregation import (
     merge_combiners_by,
     split_tagged,
 )
-from .tasks import BlockInput, RecordsInput, ShuffleInput, ShuffleWrite, Stage, TaskPlan
+from .fusion import RecordStep
+from .tasks import (
+    BlockInput,
+    RecordsInput,
+    ShuffleInput,
+    ShuffleWrite,
+    Stage,
+    TaskPlan,
+    record_stage,
+)
 
 if TYPE_CHECKING:
     from ..executor.block_store import BlockRef, CachedBlocks
@@ -106,37 +115,36 @@ class RDD:
     ) -> RDD:
         return self._pipe("map_partitions", lambda _, it: f(it))
 
-    # User functions are called from generator expressions, not the builtins map() and
-    # filter(): a StopIteration escaping a user function (next() on an empty iterator)
-    # would end the builtin's iteration and silently drop the rest of the partition; in a
-    # generator frame it becomes a RuntimeError, and the task fails naming the operator.
+    def _each(self, operator: str, f: Callable[..., Any] | None = None) -> RDD:
+        """A per-record operator; tasks fuse runs of them into one loop (``fusion``)."""
+        return PipelinedRDD(self, record_stage(RecordStep(operator, f)))
 
     def map(self, f: Callable[[Any], Any], preserves_partitioning: bool = False) -> RDD:
-        return self._pipe("map", lambda _, it: (f(x) for x in it))
+        return self._each("map", f)
 
     def flat_map(self, f: Callable[[Any], Iterable[Any]], preserves_partitioning: bool = False) -> RDD:
-        return self._pipe("flat_map", lambda _, it: (y for x in it for y in f(x)))
+        return self._each("flat_map", f)
 
     def filter(self, f: Callable[[Any], bool]) -> RDD:
-        return self._pipe("filter", lambda _, it: (x for x in it if f(x)))
+        return self._each("filter", f)
 
     def map_values(self, f: Callable[[Any], Any]) -> RDD:
-        return self._pipe("map_values", lambda _, it: ((k, f(v)) for k, v in it))
+        return self._each("map_values", f)
 
     def flat_map_values(self, f: Callable[[Any], Iterable[Any]]) -> RDD:
-        return self._pipe("flat_map_values", lambda _, it: ((k, x) for k, v in it for x in f(v)))
+        return self._each("flat_map_values", f)
 
     def key_by(self, f: Callable[[Any], Any]) -> RDD:
-        return self._pipe("key_by", lambda _, it: ((f(x), x) for x in it))
+        return self._each("key_by", f)
 
     def glom(self) -> RDD:
         return self._pipe("glom", lambda _, it: [list(it)])
 
     def keys(self) -> RDD:
-        return self._pipe("keys", lambda _, it: map(_first, it))
+        return self._each("keys")
 
     def values(self) -> RDD:
-        return self._pipe("values", lambda _, it: (pair[1] for pair in it))
+        return self._each("values")
 
     def union(self, other: RDD) -> RDD:
         return UnionRDD([self, other])

@@ -5,12 +5,17 @@ buckets of a shuffle to merge) and the fused chain of narrow stages to run over 
 plan is plain data plus cloudpickled functions, so any executor backend can run it with
 ``execute_task``.
 
+Consecutive per-record stages (map, flat_map, filter ...) run fused into one loop, and a
+shuffle's map-side combine consumes the stages just before it in that same loop (see
+``fusion``).
+
 A failing user function must be reported naming its operator. Wrapping every stage in a
 try/except generator would cost one more generator resumption per record per stage, so
 stages run unwrapped and the operator is found from the traceback instead: a stage whose
-function returns a generator is known by that generator's frame, and the innermost such
-frame the exception passed through is the failing stage. Only stages that return lazy
-iterators without a Python frame (``map`` objects, ``islice``) are wrapped.
+function returns a generator is known by that generator's frame, a fused chain's frame by
+the line it was running, and the innermost such frame the exception passed through names
+the failing stage. Only stages that return lazy iterators without a Python frame
+(``islice``) are wrapped.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pickle
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain
 from types import FrameType, GeneratorType
 from typing import Any
@@ -30,6 +36,7 @@ import cloudpickle
 from ..errors import OperatorError
 from ..executor.block_store import BlockRef
 from ..hashing import stable_hash
+from .fusion import RecordStep, combine_steps, line_owners, run_steps
 
 StageFunction = Callable[[int, Iterator[Any]], Iterable[Any]]
 
@@ -43,15 +50,41 @@ class Stage:
 
     ``index`` is the partition of the operator's own RDD that this stage computes, bound
     when the plan is built: a task's position in the list it runs in is not it (a union's
-    second side, the later chunks of ``take``).
+    second side, the later chunks of ``take``). ``steps`` is set for per-record operators:
+    what ``function`` applies, so that a task can fuse the stage with its neighbours.
     """
 
     operator: str
     function: StageFunction
     index: int | None = None
+    steps: tuple[RecordStep, ...] = ()
 
     def at(self, index: int) -> Stage:
-        return Stage(self.operator, self.function, index)
+        return dataclasses.replace(self, index=index)
+
+
+def record_stage(*steps: RecordStep) -> Stage:
+    """A stage of per-record operators, run as one fused loop."""
+    return Stage(steps[0].operator, partial(run_steps, steps), steps=steps)
+
+
+def fuse_record_stages(stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    """The stages with each run of consecutive per-record stages merged into one."""
+    fused: list[Stage] = []
+    for stage in stages:
+        if stage.steps and fused and fused[-1].steps:
+            fused[-1] = record_stage(*fused[-1].steps, *stage.steps)
+        else:
+            fused.append(stage)
+    return tuple(fused)
+
+
+def _frame_operator(frame: FrameType, line: int, frames: StageFrames) -> str | None:
+    """The operator a traceback entry's frame was running, if it is a stage's."""
+    owners = line_owners(frame.f_code)
+    if owners is not None:  # a fused chain: the line it was on names the operator
+        return owners.get(line)
+    return frames.get(frame)
 
 
 def _failing_operator(exc: BaseException, frames: StageFrames, default: str) -> str:
@@ -65,7 +98,7 @@ def _failing_operator(exc: BaseException, frames: StageFrames, default: str) -> 
     while cause is not None:
         tb = cause.__traceback__
         while tb is not None:
-            operator = frames.get(tb.tb_frame, operator)
+            operator = _frame_operator(tb.tb_frame, tb.tb_lineno, frames) or operator
             tb = tb.tb_next
         cause = cause.__cause__ if isinstance(cause.__cause__, StopIteration) else None
     return operator
@@ -280,14 +313,15 @@ def execute_task(plan: TaskPlan, index: int) -> list[Any]:
     """Run a task; returns its records, or its buckets when it is a shuffle map task."""
     frames: StageFrames = {}
     write = plan.shuffle_write
+    stages = fuse_record_stages(plan.stages)
     try:
-        records = run_stages(plan.stages, index, plan.input.open(), frames)
         if write is not None:
-            return _write_buckets(write, index, records)
+            return _write_buckets(write, index, stages, plan.input.open(), frames)
+        records = list(run_stages(stages, index, plan.input.open(), frames))
         if plan.store_as is not None:
-            plan.store_as.put(list(records))
+            plan.store_as.put(records)
             return []
-        return list(records)
+        return records
     except OperatorError:
         raise
     except Exception as exc:  # raised in no stage's frame: the shuffle's functions
@@ -301,35 +335,35 @@ def execute_packed(plan: TaskPlan, index: int) -> list[Any]:
     return result if plan.shuffle_write is None else [_pack(bucket) for bucket in result]
 
 
-def _write_buckets(write: ShuffleWrite, index: int, records: Iterable[Any]) -> list[list[Any]]:
+def _write_buckets(
+    write: ShuffleWrite, index: int, stages: tuple[Stage, ...], records: Iterable[Any], frames: StageFrames
+) -> list[list[Any]]:
     n = write.num_partitions
+    partition = write.partitioner or stable_hash
+    if write.create_combiner is not None:
+        return _split_distinct(_combine(write, index, stages, records, frames), n, partition)
+    lists: list[list[Any]] = [[] for _ in range(n)]
+    records = run_stages(stages, index, records, frames)
     if write.by_position:
-        lists: list[list[Any]] = [[] for _ in range(n)]
         for position, record in enumerate(records, start=index):
             lists[position % n].append(record)
-        return lists
-    partition = write.partitioner or stable_hash
-    if write.create_combiner is None:
-        lists = [[] for _ in range(n)]
+    else:
         for pair in records:
             lists[partition(pair[0]) % n].append(pair)
-        return lists
-    assert write.merge_value is not None
-    combined = _combine(records, write.create_combiner, write.merge_value)
-    return _split_distinct(combined, n, partition)
+    return lists
 
 
 def _combine(
-    records: Iterable[Any], create: Callable[[Any], Any], merge_value: Callable[[Any, Any], Any]
+    write: ShuffleWrite, index: int, stages: tuple[Stage, ...], records: Iterable[Any], frames: StageFrames
 ) -> dict[Any, Any]:
-    """Map-side combine of the whole partition into one dict, before any hashing."""
-    combined: dict[Any, Any] = {}
-    for key, value in records:
-        if key in combined:
-            combined[key] = merge_value(combined[key], value)
-        else:
-            combined[key] = create(value)
-    return combined
+    """Map-side combine of the whole partition into one dict, before any hashing; the
+    per-record stages just before it run in the combining loop itself."""
+    steps: tuple[RecordStep, ...] = ()
+    if stages and stages[-1].steps:
+        stages, steps = stages[:-1], stages[-1].steps
+    records = run_stages(stages, index, records, frames)
+    assert write.create_combiner is not None and write.merge_value is not None
+    return combine_steps(steps, records, write.create_combiner, write.merge_value)
 
 
 def _split_distinct(
