@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WindowCheckError
-from ..rdd.core import RDD, ParallelCollectionRDD
+from ..rdd.core import RDD, ParallelCollectionRDD, afetch_cached
 from ..rdd.tasks import RecordsInput, Stage, TaskPlan
 from ..timeutil import to_seconds
 from .base import DStream
@@ -24,6 +24,7 @@ from .window_rdds import Check, MaterializedRDD, SpanBatchRDD, union_all
 
 if TYPE_CHECKING:
     from ..executor.block_store import BlockRef
+    from ..executor.runner import TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -460,14 +461,15 @@ class ReducedWindowedDStream(_WindowBase):
             for t, rdd in self._batches.items()
             if t <= time_ms and (newest is None or t > newest - self.window_ms)
         }
+        saved = await _partitions_of(self._ssc.spark_context, [*windows.values(), *batches.values()])
         return {
             "version": CHECKPOINT_VERSION,
             "operator": self.name,
             "time_ms": time_ms,
             "window_ms": self.window_ms,
             "slide_ms": self.slide_ms,
-            "window": {t: await _partitions_of(rdd) for t, rdd in sorted(windows.items())},
-            "batches": {t: await _partitions_of(rdd) for t, rdd in sorted(batches.items())},
+            "window": dict(zip(windows, saved[: len(windows)], strict=True)),
+            "batches": dict(zip(batches, saved[len(windows) :], strict=True)),
         }
 
     def _default_checkpoint_time(self) -> int | None:
@@ -502,7 +504,14 @@ class ReducedWindowedDStream(_WindowBase):
             self._completed_ms = int(data["time_ms"])
 
 
-async def _partitions_of(rdd: RDD) -> list[list[Any]]:
-    if isinstance(rdd, ParallelCollectionRDD):
-        return [list(part) for part in rdd.partitions]
-    return await rdd._materialize()
+async def _partitions_of(runner: TaskRunner, rdds: list[RDD]) -> list[list[list[Any]]]:
+    """Each RDD's partitions on the driver: restored ones as they are, the others fetched
+    from the executors together."""
+    cached = [rdd for rdd in rdds if not isinstance(rdd, ParallelCollectionRDD)]
+    fetched = iter(await afetch_cached(runner, cached))
+    return [
+        [list(part) for part in rdd.partitions]
+        if isinstance(rdd, ParallelCollectionRDD)
+        else next(fetched)
+        for rdd in rdds
+    ]

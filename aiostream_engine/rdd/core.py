@@ -512,6 +512,25 @@ class ShuffledRDD(RDD):
         ]
 
 
+async def afetch_cached(runner: TaskRunner, rdds: list[RDD]) -> list[list[list[Any]]]:
+    """The partitions of several cached RDDs on the driver (a checkpoint of a window's
+    span), with one task per partition index reading that partition of every RDD where
+    those blocks live, instead of one task per block."""
+    refs = [await rdd._cached_blocks() for rdd in rdds]
+    width = max((len(r) for r in refs), default=0)
+    columns = [[r[i] for r in refs if i < len(r)] for i in range(width)]
+    plans = [
+        TaskPlan(RecordsInput([]), reads=tuple(blocks)).then(Stage("fetch", _read_blocks(blocks)))
+        for blocks in columns
+    ]
+    fetched = [iter(part) for part in await runner.run_tasks(plans, "fetch cached partitions")]
+    return [[next(fetched[i]) for i in range(len(r))] for r in refs]
+
+
+def _read_blocks(blocks: list[BlockRef]) -> Callable[[int, Iterator[Any]], Iterable[Any]]:
+    return lambda _index, _records: [block.records() for block in blocks]
+
+
 # ---- small task-side helpers (module level so they pickle by reference) ----------------
 
 
