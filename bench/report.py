@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from .method import Plan, SizeResult, sustainable
-from .suite import OURS, OURS_LOCAL, PYSPARK
+from .suite import OURS, OURS_LOCAL, PYSPARK, Settings, meets_latency_target
 
 Row = list[str]
 
@@ -29,6 +30,10 @@ def _ms(x: float | None) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x * 1e3:.0f} ms" if x >= 0.1 else f"{x * 1e3:.1f} ms"
 
 
+def _count(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:,}"
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
 
@@ -44,6 +49,9 @@ class Summary:
         self.data = data
         self.plan = Plan(**data["settings"]["plan"])
         self.quick = data["settings"]["quick"]
+        # Settings added since a saved result was written take their defaults.
+        defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+        self.settings = {**defaults, **data["settings"]}
 
     def run(self, workload: str, peer: str) -> dict[str, Any] | None:
         result = self.data["throughput"].get(workload, {}).get(peer)
@@ -84,6 +92,15 @@ class Summary:
         best = self.best(workload, peer)
         return best.peak_rss_mb if best else None
 
+    def peak_at(self, workload: str, peer: str, size: int) -> float | None:
+        found = [r.peak_rss_mb for r in self.sizes(workload, peer) if r.size == size]
+        return found[0] if found else None
+
+    def common_size(self, workload: str) -> int | None:
+        """The largest N both we and PySpark sustain: the same work, measured alike."""
+        ours, spark = self.best(workload, OURS.name), self.best(workload, PYSPARK.name)
+        return min(ours.size, spark.size) if ours and spark else None
+
     def loop_lag_p99_ms(self, workload: str, peer: str) -> float | None:
         best = self.best(workload, peer)
         return best.extra.get("loop_lag_p99_ms") if best else None
@@ -113,6 +130,39 @@ def throughput_table(s: Summary) -> str:
     return _table(header, rows)
 
 
+def _mb(x: float | None) -> str:
+    return f"{x:.0f} MB" if x else "n/a"
+
+
+def _quarter(ours: float | None, spark: float | None) -> str:
+    return f"ratio {ours / spark:.2f}" if ours and spark else "n/a"
+
+
+def _memory_row(s: Summary, workload: str) -> Row:
+    """Peak memory judged at the same N for both engines: memory grows with the batch
+    (and with the dataset the harness holds), so comparing our larger sustainable N with
+    PySpark's smaller one would charge us for doing more work."""
+    size = s.common_size(workload)
+    ours = s.peak_at(workload, OURS.name, size) if size else None
+    spark = s.peak_at(workload, PYSPARK.name, size) if size else None
+    where = f"N={size:,}" if size else "no common N"
+    return [f"peak memory, all processes ({workload} at the same N: {where}; {_quarter(ours, spark)})",
+            _mb(ours), _mb(spark), "< 1/4 of PySpark",
+            _verdict(ours < spark / 4 if ours and spark else None)]
+
+
+def memory_note() -> str:
+    """What the peak-memory figures hold, measured per process (see bench/procmem.py)."""
+    return (
+        "Peak memory is the largest sum of RSS over the runner and all its descendants, "
+        "sampled every 100 ms, for both engines alike. It is judged at the same N (the "
+        "largest N both engines sustain), since memory grows with N; each engine's own "
+        "sustainable N is shown for reference. Both drivers hold the harness's pre-generated "
+        "batch (about 190 B per W2 line: ~150 MB at N=800k), PySpark's JVM a pickled copy of "
+        "it; our workers hold the partition's bytes for the length of a task."
+    )
+
+
 def figures_table(s: Summary) -> str:
     ours_floor = [f.median for w in ("W1", "W2") if (f := s.floor(w, OURS.name))]
     spark_floor = [f.median for w in ("W1", "W2") if (f := s.floor(w, PYSPARK.name))]
@@ -127,11 +177,9 @@ def figures_table(s: Summary) -> str:
          "< 10 ms", _verdict(max(ours_floor) < 0.010 if ours_floor else None)],
         ["start to first completed batch (W1 floor run)", _ms(startup),
          _ms(s.startup(PYSPARK.name)), "< 1 s", _verdict(startup < 1.0 if startup else None)],
-        ["peak memory, all processes (W2 at sustainable N)",
-         f"{ours_peak:.0f} MB" if ours_peak else "n/a",
-         f"{spark_peak:.0f} MB" if spark_peak else "n/a",
-         "< 1/4 of PySpark",
-         _verdict(ours_peak < spark_peak / 4 if ours_peak and spark_peak else None)],
+        _memory_row(s, "W2"),
+        ["peak memory, all processes (W2, each at its own sustainable N; for reference)",
+         _mb(ours_peak), _mb(spark_peak), "-", _quarter(ours_peak, spark_peak)],
         ["event-loop lag p99 (W2 at sustainable N)", "n/a" if lag is None else f"{lag:.0f} ms",
          "no event loop", "< 20 ms", _verdict(lag < 20 if lag is not None else None)],
     ]
@@ -160,21 +208,51 @@ def latency_table(s: Summary) -> str:
     lat = s.data["latency"]
     if not lat.get("available"):
         return f"W4 not run: {lat.get('reason')}"
+    settings = s.settings
+    rate, p99 = settings["latency_target_rate"], settings["latency_target_p99"]
+    shortest = min(settings["latency_intervals"])
+    target = f"{shortest:g} s: >= {_rate(rate)}/s, p99 < {p99 * 1e3:.0f} ms: "
     rows = []
     for r in lat["runs"]:
         if not r.get("available"):
-            rows.append([f"{r['interval']:g} s", "failed", "", "", "", "", "", ""])
+            rows.append([f"{r['interval']:g} s", "failed", "", "", "", "", "", "", "", ""])
             continue
         p = r["latency_s"]
-        ok = r["interval"] > 0.1 or (r["output_rate"] >= 200_000 and p.get("p99", 9) < 0.3)
         rows.append([
             f"{r['interval']:g} s", _rate(r["rate"]), _rate(r["output_rate"]),
-            _ms(p.get("p50")), _ms(p.get("p99")), _ms(r.get("processing_median_s")),
-            _ms(r.get("scheduling_delay_max_s")), f"{r['loop_lag_p99_ms']:.0f} ms",
-            "0.1 s: >= 200k/s, p99 < 300 ms: " + _verdict(ok) if r["interval"] <= 0.1 else "-",
+            _ms(p.get("p50")), _ms(p.get("p99")), _count(r.get("events_not_output")),
+            _ms(r.get("processing_median_s")), _ms(r.get("scheduling_delay_max_s")),
+            f"{r['loop_lag_p99_ms']:.0f} ms",
+            target + _verdict(meets_latency_target(r, rate, p99))
+            if r["interval"] <= shortest else "-",
         ])
     return _table(["batch", "offered rate", "output rate", "latency p50", "latency p99",
-                   "median processing", "max scheduling delay", "loop lag p99", "target"], rows)
+                   "not output in time", "median processing", "max scheduling delay",
+                   "loop lag p99", "target"], rows)
+
+
+def latency_note(s: Summary) -> str:
+    """The 0.1 s verdict over all runs, and how W4 is measured and judged."""
+    settings = s.settings
+    rate, p99 = settings["latency_target_rate"], settings["latency_target_p99"]
+    shortest = min(settings["latency_intervals"])
+    runs = s.data["latency"].get("runs", [])
+    passing = [r["output_rate"] for r in runs
+               if r["interval"] <= shortest and meets_latency_target(r, rate, p99)]
+    verdict = (f"{shortest:g} s target: met, up to {_rate(max(passing))} events/s output with "
+               f"p99 < {p99 * 1e3:.0f} ms" if passing else f"{shortest:g} s target: **missed**")
+    return (
+        f"{verdict}. "
+        "Latency = output time - send stamp, over every event sent in the measured window "
+        f"({settings['latency_duration']:g} s after 2 s of settling); the run goes on until "
+        "those events are all output (at most 5 s; any not output by then count with the "
+        "latency reached and show as 'not output in time'). Each 5 ms chunk of lines carries "
+        "one stamp: when its first event was due, so a late receiver tick adds latency. "
+        f"Output rate = events output during the window / window. The 0.1 s target is "
+        f"judged on output rate and p99; runs offer {settings['latency_margin']:g}x the "
+        "target's rate so that 'or more' is a measured margin, and in full mode step up "
+        f"by {settings['latency_step']:g}x while the target holds (how far 0.1 s batches go)."
+    )
 
 
 def write(data: dict[str, Any], out: Path) -> list[Path]:
@@ -191,9 +269,10 @@ def write(data: dict[str, Any], out: Path) -> list[Path]:
     written = []
     pages = {
         "throughput": [("Sustainable throughput (events/s)", throughput_table(s)),
-                       ("Other figures", figures_table(s)),
+                       ("Other figures", f"{figures_table(s)}\n\n{memory_note()}"),
                        ("Processing time against N", sizes_table(s))],
-        "latency": [("W4: event-to-output latency (W2 from a receiver, local[2])", latency_table(s))],
+        "latency": [("W4: event-to-output latency (W2 from a receiver, local[2])",
+                     f"{latency_table(s)}\n\n{latency_note(s)}")],
     }
     for name, sections in pages.items():
         md = out / f"{name}.md"
