@@ -200,14 +200,23 @@ class RecordSlices:
     How the process pool moves a ``RecordsInput``: the driver pickles a slice per
     event-loop turn and writes it while the worker reads the previous one, so the loop
     never stalls on one big pickle and the driver holds about one slice of bytes; the
-    worker decodes a slice only when the task reaches it. (Records of different slices
-    that share an object arrive with a copy each.)
+    worker decodes a slice only when the task reaches it, and lets go of its bytes then,
+    so a worker holds the partition's records once, not also its pickles. It is opened
+    once (a worker decodes a fresh one per task). (Records of different slices that share
+    an object arrive with a copy each.)
     """
 
     chunks: list[bytes]
 
     def open(self) -> Iterator[Any]:
-        return chain.from_iterable(map(pickle.loads, self.chunks))
+        return chain.from_iterable(map(pickle.loads, _consumed(self.chunks)))
+
+
+def _consumed(chunks: list[bytes]) -> Iterator[bytes]:
+    """The chunks in order, each removed from the list as it is handed out."""
+    chunks.reverse()
+    while chunks:
+        yield chunks.pop()
 
 
 def dumps_slice(records: list[Any]) -> bytes:
