@@ -166,13 +166,13 @@ class ProcessPoolBackend:
     # ---- blocks -------------------------------------------------------------------------
 
     def release_blocks(self, refs: list[BlockRef]) -> None:
-        """Delete the disk copies now; each worker drops the blocks from memory when it
-        gets its next task (the ids ride along with it)."""
+        """Delete the disk copies now; the worker holding a block (only its home slot's:
+        every task that touches it is placed there) drops it from memory when it gets its
+        next task (the ids ride along with it)."""
         remove_disk_copies(refs)
-        ids = [ref.id for ref in refs]
         with self._drops_lock:
-            for pending in self._pending_drops:
-                pending.extend(ids)
+            for ref in refs:
+                self._pending_drops[ref.partition % self._size].append(ref.id)
 
     def _take_drops(self, slot: int) -> list[str]:
         with self._drops_lock:
