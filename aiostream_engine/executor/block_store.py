@@ -129,9 +129,6 @@ class BlockStore:
             for block_id in ids:
                 self._blocks.pop(block_id, None)
 
-    def __len__(self) -> int:
-        return len(self._blocks)
-
 
 #: This process's blocks.
 STORE = BlockStore()

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import cloudpickle
 
 from ..rdd.tasks import TaskPlan
@@ -155,7 +156,8 @@ class ProcessPoolBackend:
         return _Worker(process, self.traffic)
 
     async def start(self) -> None:
-        self._spill_dir = new_spill_dir(self._local_dir)
+        # Scanning for (and removing) stale directories is file-system work: off the loop.
+        self._spill_dir = await anyio.to_thread.run_sync(new_spill_dir, self._local_dir)
         self._slots = list(await asyncio.gather(*(self._spawn() for _ in range(self._size))))
         self._free = set(range(self._size))
 
@@ -238,5 +240,6 @@ class ProcessPoolBackend:
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*(w.close() for w in workers))
         if self._spill_dir is not None:
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            with anyio.CancelScope(shield=True):  # a large directory: off the loop
+                await anyio.to_thread.run_sync(shutil.rmtree, self._spill_dir, True)
             self._spill_dir = None
