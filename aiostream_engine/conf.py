@@ -77,6 +77,14 @@ class StreamingConf:
         "directory. Removed at stop.",
         "spark.local.dir",
     )
+    shared_memory_dir: str = _key(
+        "/dev/shm",
+        "RAM file system where local[N] keeps the partitions of parallelize()d collections "
+        "pickled once, for workers to read in place instead of having them pickled and "
+        "piped again by every task that uses them (as PySpark's parallelize serializes "
+        "once); '' or a missing directory: every task pipes its partition. Removed at stop.",
+        None,
+    )
     worker_nice: int = _key(
         5,
         "Niceness added to local[N] worker processes: CPU-bound tasks yield the CPU to the "

@@ -1,7 +1,9 @@
 """Running a runner subprocess while sampling the memory of its whole process tree.
 
 Peak memory is the largest sum of RSS over the child and all its descendants (our
-worker processes; PySpark's JVM and its Python workers), sampled every 100 ms.
+worker processes; PySpark's JVM and its Python workers), plus the files our engine keeps
+in shared memory (``shared_memory_dir``: a RAM file system, memory that no process's RSS
+shows), sampled every 100 ms.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 
 
+SHARED_MEMORY = Path("/dev/shm")  # the engine's default shared_memory_dir
+SHARED_PREFIX = "aiostream-shared-"
+
+
 def tree_rss_mb(root: psutil.Process) -> float:
     total = 0
     try:
@@ -32,7 +38,24 @@ def tree_rss_mb(root: psutil.Process) -> float:
             total += process.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total / 2**20
+    return (total + shared_files_bytes({p.pid for p in processes})) / 2**20
+
+
+def shared_files_bytes(pids: set[int]) -> int:
+    """Bytes of the shared-memory files of the drivers among ``pids``."""
+    total = 0
+    try:
+        directories = [d for d in SHARED_MEMORY.iterdir() if d.name.startswith(SHARED_PREFIX)]
+    except OSError:
+        return 0
+    for directory in directories:
+        owner = directory.name.removeprefix(SHARED_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and int(owner) in pids:
+            try:
+                total += sum(f.stat().st_size for f in directory.iterdir())
+            except OSError:  # removed while we looked
+                pass
+    return total
 
 
 @dataclass

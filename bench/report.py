@@ -155,11 +155,12 @@ def memory_note() -> str:
     """What the peak-memory figures hold, measured per process (see bench/procmem.py)."""
     return (
         "Peak memory is the largest sum of RSS over the runner and all its descendants, "
-        "sampled every 100 ms, for both engines alike. It is judged at the same N (the "
-        "largest N both engines sustain), since memory grows with N; each engine's own "
-        "sustainable N is shown for reference. Both drivers hold the harness's pre-generated "
-        "batch (about 190 B per W2 line: ~150 MB at N=800k), PySpark's JVM a pickled copy of "
-        "it; our workers hold the partition's bytes for the length of a task."
+        "plus our files in shared memory, sampled every 100 ms, for both engines alike. It "
+        "is judged at the same N (the largest N both engines sustain), since memory grows "
+        "with N; each engine's own sustainable N is shown for reference. Both drivers hold "
+        "the harness's pre-generated batch (about 190 B per W2 line: ~150 MB at N=800k) and "
+        "a pickled copy of it: PySpark's in its JVM, ours in shared memory (counted here, "
+        "once), which our workers read one slice at a time."
     )
 
 

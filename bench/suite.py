@@ -21,7 +21,7 @@ from .method import Job, Plan, SizeResult, sustainable
 from .procmem import ChildRun, run_child
 from .pyspark_runner import pyspark_version
 
-FULL_SIZES = [50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000]
+FULL_SIZES = [50_000, 100_000, 200_000, 400_000, 560_000, 800_000, 1_120_000, 1_600_000]
 
 
 @dataclass(frozen=True)

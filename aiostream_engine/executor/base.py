@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..rdd.tasks import TaskPlan
+from ..rdd.tasks import SharedSlices, TaskPlan
 from .block_store import BlockRef
 
 
@@ -27,6 +27,11 @@ class ExecutorBackend(Protocol):
 
     def release_blocks(self, refs: list[BlockRef]) -> None:
         """Drop blocks no RDD holds any more. Called from finalizers: any thread, no await."""
+        ...
+
+    async def share(self, records: list[Any]) -> SharedSlices | None:
+        """A parallelized partition in a form every task can read without it being sent
+        again (``shared_input``); None: it travels with each task."""
         ...
 
     async def start(self) -> None: ...

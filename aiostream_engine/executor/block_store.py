@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import pickle
-import shutil
 import tempfile
 import threading
 import uuid
@@ -38,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+
+from .owned_dirs import new_owned_dir
 
 log = logging.getLogger(__name__)
 
@@ -157,26 +158,6 @@ def remove_disk_copies(refs: list[BlockRef]) -> None:
                 os.unlink(ref.path)
 
 
-_SPILL_PREFIX = "aiostream-blocks-"
-
-
 def new_spill_dir(parent: str | None) -> str:
-    """A fresh spill directory named after this process. Directories left by a driver
-    that was killed (it could not remove its own) are removed first."""
-    parent = parent or tempfile.gettempdir()
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(parent):
-            owner = entry.name.removeprefix(_SPILL_PREFIX).split("-", 1)[0]
-            if entry.name.startswith(_SPILL_PREFIX) and owner.isdigit() and not _alive(int(owner)):
-                shutil.rmtree(entry.path, ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=parent)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    """A fresh spill directory for this process (a killed driver's are removed first)."""
+    return new_owned_dir(parent or tempfile.gettempdir(), "aiostream-blocks-")

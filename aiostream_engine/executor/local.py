@@ -31,6 +31,9 @@ class LocalBackend:
     def release_blocks(self, refs: list[BlockRef]) -> None:
         STORE.drop([ref.id for ref in refs])
 
+    async def share(self, records: list[Any]) -> None:
+        return None  # tasks read the records where they are, in this process
+
     async def start(self) -> None:
         return None
 

@@ -23,7 +23,12 @@ def backend_for(master: str, conf: StreamingConf | None = None) -> ExecutorBacke
         count = match.group(1)
         workers = (os.cpu_count() or 1) if count == "*" else int(count)
         conf = conf or StreamingConf()
-        return ProcessPoolBackend(workers, nice=conf.worker_nice, local_dir=conf.local_dir)
+        return ProcessPoolBackend(
+            workers,
+            nice=conf.worker_nice,
+            local_dir=conf.local_dir,
+            shared_memory_dir=conf.shared_memory_dir,
+        )
     raise ConfigurationError(
         f"unknown master {master!r}: use 'local', 'local[N]' or 'local[*]'"
     )

@@ -24,10 +24,12 @@ import anyio.lowlevel
 import anyio.to_thread
 import cloudpickle
 
-from ..rdd.tasks import TaskPlan
+from ..rdd.tasks import SharedSlices, TaskPlan
 from .base import WorkerLostError
 from .block_store import BlockRef, new_spill_dir, remove_disk_copies
+from .owned_dirs import new_owned_dir
 from .protocol import ERROR, HEADER, NICE_ENV, PART_COUNT, request_parts
+from .shared_input import share_records, worth_sharing
 
 _STREAM_LIMIT = 1 << 20
 
@@ -116,7 +118,9 @@ class ProcessPoolBackend:
     task takes the first free slot. A replacement worker takes its predecessor's slot and
     reads that slot's blocks from their disk copies (``block_store``)."""
 
-    def __init__(self, workers: int, nice: int = 0, local_dir: str | None = None) -> None:
+    def __init__(
+        self, workers: int, nice: int = 0, local_dir: str | None = None, shared_memory_dir: str = ""
+    ) -> None:
         if workers < 1:
             raise ValueError("a process pool needs at least one worker")
         self._size = workers
@@ -126,6 +130,8 @@ class ProcessPoolBackend:
         self._free: set[int] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._spill_dir: str | None = None
+        self._shared_memory_parent = shared_memory_dir
+        self._shared_dir: str | None = None
         self._drops_lock = threading.Lock()  # release_blocks runs in finalizers, any thread
         self._pending_drops: list[list[str]] = [[] for _ in range(workers)]
         self.replacements = 0
@@ -138,6 +144,11 @@ class ProcessPoolBackend:
     @property
     def spill_dir(self) -> str | None:
         return self._spill_dir
+
+    @property
+    def shared_dir(self) -> str | None:
+        """Where parallelized partitions are shared (None: they are piped to each task)."""
+        return self._shared_dir
 
     async def _spawn(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(
@@ -158,6 +169,7 @@ class ProcessPoolBackend:
     async def start(self) -> None:
         # Scanning for (and removing) stale directories is file-system work: off the loop.
         self._spill_dir = await anyio.to_thread.run_sync(new_spill_dir, self._local_dir)
+        self._shared_dir = await anyio.to_thread.run_sync(_new_shared_dir, self._shared_memory_parent)
         self._slots = list(await asyncio.gather(*(self._spawn() for _ in range(self._size))))
         self._free = set(range(self._size))
 
@@ -180,6 +192,15 @@ class ProcessPoolBackend:
         with self._drops_lock:
             drops, self._pending_drops[slot] = self._pending_drops[slot], []
         return drops
+
+    # ---- parallelized partitions --------------------------------------------------------
+
+    async def share(self, records: list[Any]) -> SharedSlices | None:
+        """The records pickled once into shared memory, for every task that reads them
+        (``shared_input``); None: they travel with each task."""
+        if self._shared_dir is None or not worth_sharing(records):
+            return None
+        return await share_records(records, self._shared_dir)
 
     # ---- slots --------------------------------------------------------------------------
 
@@ -239,7 +260,19 @@ class ProcessPoolBackend:
         self._free = set()
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*(w.close() for w in workers))
-        if self._spill_dir is not None:
-            with anyio.CancelScope(shield=True):  # a large directory: off the loop
-                await anyio.to_thread.run_sync(shutil.rmtree, self._spill_dir, True)
-            self._spill_dir = None
+        for directory in (self._spill_dir, self._shared_dir):
+            if directory is not None:
+                with anyio.CancelScope(shield=True):  # a large directory: off the loop
+                    await anyio.to_thread.run_sync(shutil.rmtree, directory, True)
+        self._spill_dir = self._shared_dir = None
+
+
+def _new_shared_dir(parent: str) -> str | None:
+    """This run's directory for shared partitions, or None where ``parent`` is not a
+    directory this process can write (every partition is then piped)."""
+    if not parent or not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        return None
+    try:
+        return new_owned_dir(parent, "aiostream-shared-")
+    except OSError:
+        return None

@@ -63,7 +63,7 @@ class TaskRunner:
             end = start + size + (1 if i < extra else 0)
             partitions.append(items[start:end])
             start = end
-        return ParallelCollectionRDD(self, partitions)
+        return ParallelCollectionRDD(self, partitions, reusable=True)
 
     def from_partitions(self, partitions: list[list[Any]], name: str = "input") -> RDD:
         return ParallelCollectionRDD(self, partitions, name)

@@ -33,6 +33,7 @@ from .tasks import (
     ShuffleInput,
     ShuffleWrite,
     Stage,
+    TaskInput,
     TaskPlan,
     record_stage,
 )
@@ -446,14 +447,35 @@ class RDD:
 
 
 class ParallelCollectionRDD(RDD):
-    """Data already on the driver, one list per partition (queue items, received blocks)."""
+    """Data already on the driver, one list per partition (queue items, received blocks).
 
-    def __init__(self, runner: TaskRunner, partitions: list[list[Any]], name: str = "parallelize"):
+    ``reusable`` (``parallelize``): each partition is serialized once, on first use, into
+    the form the backend's tasks read it in (``ExecutorBackend.share``), as PySpark's
+    parallelize does, rather than again by every task of every job that uses the RDD.
+    Received blocks are used by one batch, so they travel with their tasks.
+    """
+
+    def __init__(
+        self, runner: TaskRunner, partitions: list[list[Any]], name: str = "parallelize",
+        reusable: bool = False,
+    ) -> None:
         super().__init__(runner, len(partitions), name)
         self._partitions = partitions
+        self._reusable = reusable
+        self._shared: list[TaskInput] | None = None
+        self._sharing = asyncio.Lock()  # binds to a loop on first use, not here
 
     async def _uncached_plans(self) -> list[TaskPlan]:
-        return [TaskPlan(RecordsInput(part)) for part in self._partitions]
+        if not self._reusable:
+            return [TaskPlan(RecordsInput(part)) for part in self._partitions]
+        async with self._sharing:  # concurrent jobs share one copy
+            if self._shared is None:
+                self._shared = [await self._input(part) for part in self._partitions]
+        return [TaskPlan(task_input) for task_input in self._shared]
+
+    async def _input(self, records: list[Any]) -> TaskInput:
+        shared = await self._runner.backend.share(records)
+        return RecordsInput(records) if shared is None else shared
 
     @property
     def partitions(self) -> list[list[Any]]:

@@ -212,6 +212,25 @@ class RecordSlices:
         return chain.from_iterable(map(pickle.loads, _consumed(self.chunks)))
 
 
+@dataclass(frozen=True, eq=False)
+class SharedSlices:
+    """A partition pickled once into a file of a RAM file system, slice after slice
+    (``executor.shared_input``); ``sizes`` are the slices' byte counts, in order. A worker
+    reads and decodes one slice at a time as the task reaches it. Compared by identity:
+    each object owns its file (it is removed when the driver's object is collected)."""
+
+    path: str
+    sizes: tuple[int, ...]
+
+    def open(self) -> Iterator[Any]:
+        return chain.from_iterable(map(pickle.loads, self._slices()))
+
+    def _slices(self) -> Iterator[bytes]:
+        with open(self.path, "rb", buffering=0) as file:
+            for size in self.sizes:
+                yield file.read(size)
+
+
 def _consumed(chunks: list[bytes]) -> Iterator[bytes]:
     """The chunks in order, each removed from the list as it is handed out."""
     chunks.reverse()
@@ -270,7 +289,7 @@ class BlockInput:
         return iter(self.block.records())
 
 
-TaskInput = RecordsInput | RecordSlices | ShuffleInput | BlockInput
+TaskInput = RecordsInput | RecordSlices | SharedSlices | ShuffleInput | BlockInput
 
 
 @dataclass(frozen=True)
