@@ -82,7 +82,8 @@ class StreamingConf:
         "RAM file system where local[N] keeps the partitions of parallelize()d collections "
         "pickled once, for workers to read in place instead of having them pickled and "
         "piped again by every task that uses them (as PySpark's parallelize serializes "
-        "once); '' or a missing directory: every task pipes its partition. Removed at stop.",
+        "once); '' or an unusable directory: every task pipes its partition. This run's "
+        "directory in it is removed at stop.",
         None,
     )
     worker_nice: int = _key(

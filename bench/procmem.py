@@ -8,6 +8,7 @@ shows), sampled every 100 ms.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -51,10 +52,16 @@ def shared_files_bytes(pids: set[int]) -> int:
     for directory in directories:
         owner = directory.name.removeprefix(SHARED_PREFIX).split("-", 1)[0]
         if owner.isdigit() and int(owner) in pids:
-            try:
-                total += sum(f.stat().st_size for f in directory.iterdir())
-            except OSError:  # removed while we looked
-                pass
+            total += _bytes_in(directory)
+    return total
+
+
+def _bytes_in(directory: Path) -> int:
+    total = 0
+    with contextlib.suppress(OSError):  # the directory went away
+        for file in directory.iterdir():
+            with contextlib.suppress(OSError):  # the file went away while we looked
+                total += file.stat().st_size
     return total
 
 

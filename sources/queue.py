@@ -40,7 +40,7 @@ class QueueInputDStream(InputDStream):
     def _as_rdd(self, item: RDD | Iterable[Any]) -> RDD:
         if isinstance(item, RDD):
             return item
-        return self._ssc.spark_context.parallelize(item)
+        return self._ssc.spark_context.parallelize_once(item)
 
     def compute(self, time_ms: int) -> RDD | None:
         if time_ms in self._replays:

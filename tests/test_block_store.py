@@ -14,7 +14,6 @@ import os
 import pickle
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from aiostream_engine.executor.block_store import (
     BlockLostError,
     BlockRef,
     BlockStore,
-    new_spill_dir,
     remove_disk_copies,
 )
 from aiostream_engine.executor.process_pool import ProcessPoolBackend
@@ -202,19 +200,3 @@ async def test_a_lost_partition_without_a_disk_copy_fails_its_batch_naming_it(tm
     assert [sorted(records) for _, records in out] == [[("a", 1), ("b", 2)], [("a", 2), ("b", 4)]]
     assert len(ssc.errors) == 1
     assert "is lost" in str(ssc.errors[0]) and "partition" in str(ssc.errors[0])
-
-
-def test_spill_directories_of_dead_drivers_are_removed_at_start(tmp_path: Path) -> None:
-    stale = tmp_path / f"aiostream-blocks-{_exited_pid()}-abc"
-    stale.mkdir()
-    (stale / "block-0").write_bytes(b"x")
-    live = tmp_path / f"aiostream-blocks-{os.getpid()}-def"
-    live.mkdir()
-    fresh = new_spill_dir(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == sorted([live.name, Path(fresh).name])
-
-
-def _exited_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid

@@ -103,7 +103,7 @@ class _KeyedStateDStream(DStream):
         runner = parent.context.spark_context
         self._partitions: int = num_partitions or runner.default_parallelism
         if initial is not None and not isinstance(initial, RDD):
-            initial = runner.parallelize(list(initial))
+            initial = runner.parallelize_once(initial)
         self._initial: RDD | None = initial
         self._states: dict[int, RDD] = {}
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import cloudpickle
 
-from .owned_dirs import new_owned_dir
+from .owned_dirs import OwnedDir, new_owned_dir
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,6 @@ def remove_disk_copies(refs: list[BlockRef]) -> None:
                 os.unlink(ref.path)
 
 
-def new_spill_dir(parent: str | None) -> str:
+def new_spill_dir(parent: str | None) -> OwnedDir:
     """A fresh spill directory for this process (a killed driver's are removed first)."""
     return new_owned_dir(parent or tempfile.gettempdir(), "aiostream-blocks-")

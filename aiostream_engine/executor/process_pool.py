@@ -11,9 +11,9 @@ its own task (``WorkerLostError``, retried by the runner) and is replaced.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
-import shutil
 import sys
 import threading
 from dataclasses import dataclass
@@ -27,9 +27,11 @@ import cloudpickle
 from ..rdd.tasks import SharedSlices, TaskPlan
 from .base import WorkerLostError
 from .block_store import BlockRef, new_spill_dir, remove_disk_copies
-from .owned_dirs import new_owned_dir
+from .owned_dirs import OwnedDir, new_owned_dir
 from .protocol import ERROR, HEADER, NICE_ENV, PART_COUNT, request_parts
 from .shared_input import share_records, worth_sharing
+
+log = logging.getLogger(__name__)
 
 _STREAM_LIMIT = 1 << 20
 
@@ -129,9 +131,10 @@ class ProcessPoolBackend:
         self._slots: list[_Worker] = []
         self._free: set[int] = set()
         self._waiters: list[asyncio.Future[None]] = []
-        self._spill_dir: str | None = None
+        self._spill_dir: OwnedDir | None = None
         self._shared_memory_parent = shared_memory_dir
-        self._shared_dir: str | None = None
+        self._shared_dir: OwnedDir | None = None  # None: parallelized partitions are piped
+        self._shared_dir_full = False
         self._drops_lock = threading.Lock()  # release_blocks runs in finalizers, any thread
         self._pending_drops: list[list[str]] = [[] for _ in range(workers)]
         self.replacements = 0
@@ -143,12 +146,12 @@ class ProcessPoolBackend:
 
     @property
     def spill_dir(self) -> str | None:
-        return self._spill_dir
+        return None if self._spill_dir is None else self._spill_dir.path
 
     @property
     def shared_dir(self) -> str | None:
         """Where parallelized partitions are shared (None: they are piped to each task)."""
-        return self._shared_dir
+        return None if self._shared_dir is None else self._shared_dir.path
 
     async def _spawn(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(
@@ -198,9 +201,18 @@ class ProcessPoolBackend:
     async def share(self, records: list[Any]) -> SharedSlices | None:
         """The records pickled once into shared memory, for every task that reads them
         (``shared_input``); None: they travel with each task."""
-        if self._shared_dir is None or not worth_sharing(records):
+        if self._shared_dir is None or self._shared_dir_full or not worth_sharing(records):
             return None
-        return await share_records(records, self._shared_dir)
+        try:
+            return await share_records(records, self._shared_dir.path)
+        except OSError as exc:  # full: pipe from now on rather than pickle twice every time
+            log.warning(
+                "parallelized partitions go through the pipes to every task from now on: "
+                "a partition of %d records could not be written to shared memory in %s (%s)",
+                len(records), self._shared_dir.path, exc,
+            )
+            self._shared_dir_full = True  # the partitions shared so far stay readable
+            return None
 
     # ---- slots --------------------------------------------------------------------------
 
@@ -263,16 +275,20 @@ class ProcessPoolBackend:
         for directory in (self._spill_dir, self._shared_dir):
             if directory is not None:
                 with anyio.CancelScope(shield=True):  # a large directory: off the loop
-                    await anyio.to_thread.run_sync(shutil.rmtree, directory, True)
+                    await anyio.to_thread.run_sync(directory.remove)
         self._spill_dir = self._shared_dir = None
 
 
-def _new_shared_dir(parent: str) -> str | None:
-    """This run's directory for shared partitions, or None where ``parent`` is not a
-    directory this process can write (every partition is then piped)."""
-    if not parent or not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+def _new_shared_dir(parent: str) -> OwnedDir | None:
+    """This run's directory for shared partitions; None (with a warning, unless sharing is
+    switched off with '') where ``parent`` is not a directory this process can write."""
+    if not parent:
         return None
     try:
         return new_owned_dir(parent, "aiostream-shared-")
-    except OSError:
+    except OSError as exc:
+        log.warning(
+            "shared_memory_dir %r cannot be used (%s): parallelized partitions go through "
+            "the pipes to every task", parent, exc,
+        )
         return None

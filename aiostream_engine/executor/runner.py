@@ -55,15 +55,15 @@ class TaskRunner:
     # ---- RDD construction ---------------------------------------------------------------
 
     def parallelize(self, data: Iterable[Any], num_slices: int | None = None) -> RDD:
-        items = list(data)
-        n = max(1, num_slices or self.default_parallelism)
-        size, extra = divmod(len(items), n)
-        partitions, start = [], 0
-        for i in range(n):
-            end = start + size + (1 if i < extra else 0)
-            partitions.append(items[start:end])
-            start = end
+        """An RDD of ``data``, for any number of jobs: on local[N] its partitions are pickled
+        once, on first use, and read by every task from shared memory (``shared_input``)."""
+        partitions = _split(data, num_slices or self.default_parallelism)
         return ParallelCollectionRDD(self, partitions, reusable=True)
+
+    def parallelize_once(self, data: Iterable[Any], num_slices: int | None = None) -> RDD:
+        """An RDD of ``data`` that one job reads (a queue item given as a list, an initial
+        state): its partitions travel with their tasks, and nothing is kept for later."""
+        return ParallelCollectionRDD(self, _split(data, num_slices or self.default_parallelism))
 
     def from_partitions(self, partitions: list[list[Any]], name: str = "input") -> RDD:
         return ParallelCollectionRDD(self, partitions, name)
@@ -141,3 +141,16 @@ class TaskRunner:
                 "awaitable form (await rdd.acollect(), acount(), atake(), ...)"
             )
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+
+def _split(data: Iterable[Any], num_slices: int) -> list[list[Any]]:
+    """``data`` in ``num_slices`` contiguous partitions whose sizes differ by at most one."""
+    items = list(data)
+    n = max(1, num_slices)
+    size, extra = divmod(len(items), n)
+    partitions, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        partitions.append(items[start:end])
+        start = end
+    return partitions

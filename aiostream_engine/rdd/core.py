@@ -451,8 +451,9 @@ class ParallelCollectionRDD(RDD):
 
     ``reusable`` (``parallelize``): each partition is serialized once, on first use, into
     the form the backend's tasks read it in (``ExecutorBackend.share``), as PySpark's
-    parallelize does, rather than again by every task of every job that uses the RDD.
-    Received blocks are used by one batch, so they travel with their tasks.
+    parallelize does, rather than again by every task of every job that uses the RDD. The
+    first job pickles every partition before its tasks start. Received blocks, queue items
+    given as lists and initial states are read by one job: they travel with their tasks.
     """
 
     def __init__(

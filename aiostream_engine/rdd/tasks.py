@@ -217,7 +217,8 @@ class SharedSlices:
     """A partition pickled once into a file of a RAM file system, slice after slice
     (``executor.shared_input``); ``sizes`` are the slices' byte counts, in order. A worker
     reads and decodes one slice at a time as the task reaches it. Compared by identity:
-    each object owns its file (it is removed when the driver's object is collected)."""
+    each object owns its file, removed when the driver's object is collected (or with its
+    directory when the backend stops)."""
 
     path: str
     sizes: tuple[int, ...]
@@ -226,9 +227,12 @@ class SharedSlices:
         return chain.from_iterable(map(pickle.loads, self._slices()))
 
     def _slices(self) -> Iterator[bytes]:
-        with open(self.path, "rb", buffering=0) as file:
+        with open(self.path, "rb") as file:
             for size in self.sizes:
-                yield file.read(size)
+                payload = file.read(size)  # buffered: reads until size bytes or the end
+                if len(payload) != size:
+                    raise OSError(f"shared partition {self.path} ends early: it was changed or cut")
+                yield payload
 
 
 def _consumed(chunks: list[bytes]) -> Iterator[bytes]:

@@ -74,7 +74,7 @@ async def run_stream(
             ssc.checkpoint(checkpoint_dir)
         streams = [
             ssc.queue_stream(
-                [ssc.spark_context.parallelize(batch, num_partitions) for batch in batches]
+                [ssc.spark_context.parallelize_once(batch, num_partitions) for batch in batches]
             )
             for batches in inputs
         ]
