@@ -119,6 +119,22 @@ async def test_the_shuffle_combines_a_fused_chain_in_its_loop(runner: TaskRunner
     assert await lists.acollect_as_map() == {"a": [1, 2, 1], "b": [1, 1]}
 
 
+@pytest.mark.parametrize("merge", [operator.add, operator.mul, operator.or_, operator.and_])
+async def test_a_merge_that_is_an_operator_combines_as_the_function_does(
+    runner: TaskRunner, merge: Callable[[Any, Any], Any]
+) -> None:
+    """The map-side combine applies +, *, |, & itself for these (``fusion``)."""
+    pairs = [(f"k{i % 7}", i % 11 + 1) for i in range(200)]
+    expected: dict[str, int] = {}
+    for key, value in pairs:
+        expected[key] = merge(expected[key], value) if key in expected else value
+    rdd = runner.parallelize(pairs, 2).map(lambda kv: kv)
+    assert await rdd.reduce_by_key(merge, 3).acollect_as_map() == expected
+    mixed = runner.parallelize([("k", 1), ("k", None)], 1).map(lambda kv: kv)
+    with pytest.raises(TaskFailedError, match="reduce_by_key raised TypeError"):
+        await mixed.reduce_by_key(merge).acollect()
+
+
 @pytest.mark.parametrize(
     ("operator_name", "build"),
     [

@@ -23,6 +23,7 @@ whose iteration a StopIteration would silently end.
 from __future__ import annotations
 
 import linecache
+import operator as op
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import CodeType
@@ -52,7 +53,17 @@ _COMBINE = (
     "except KeyError:",
     "    combined[key] = create(value)",
     "else:",
-    "    combined[key] = merge(combiner, value)",
+    "    combined[key] = {merged}",
+)
+
+#: Merge functions that are an operator: the combine applies the operator itself, as
+#: ``combiner + value`` rather than ``merge(combiner, value)``, which is the same operation
+#: without a call per record (word count's ``add``: about 4% of its map task).
+_OPERATOR_MERGES: tuple[tuple[Callable[[Any, Any], Any], str], ...] = (
+    (op.add, "+"),
+    (op.mul, "*"),
+    (op.or_, "|"),
+    (op.and_, "&"),
 )
 
 #: The operator of each line of every generated function, by its code object.
@@ -86,24 +97,27 @@ def combine_steps(
     merge: Callable[[Any, Any], Any],
 ) -> dict[Any, Any]:
     """Map-side combine of the chain's (key, value) outputs into one dict, in one loop."""
-    fused = _compiled(tuple(s.operator for s in steps), combine=True)
+    symbol = next((symbol for function, symbol in _OPERATOR_MERGES if merge is function), None)
+    fused = _compiled(tuple(s.operator for s in steps), combine=True, merge_operator=symbol)
     return fused(records, create, merge, *(s.function for s in steps))
 
 
-_CACHE: dict[tuple[tuple[str, ...], bool], Callable[..., Any]] = {}
+_CACHE: dict[tuple[tuple[str, ...], bool, str | None], Callable[..., Any]] = {}
 
 
-def _compiled(operators: tuple[str, ...], combine: bool) -> Callable[..., Any]:
+def _compiled(
+    operators: tuple[str, ...], combine: bool, merge_operator: str | None = None
+) -> Callable[..., Any]:
     """The generated function for a sequence of operators, compiled on first use (a
-    graph has few distinct chains)."""
-    key = (operators, combine)
+    graph has few distinct chains). ``merge_operator``: see ``_OPERATOR_MERGES``."""
+    key = (operators, combine, merge_operator)
     if key not in _CACHE:
-        _CACHE[key] = _compile(operators, combine)
+        _CACHE[key] = _compile(operators, combine, merge_operator)
     return _CACHE[key]
 
 
-def _compile(operators: tuple[str, ...], combine: bool) -> Callable[..., Any]:
-    lines, owners = _source(operators, combine)
+def _compile(operators: tuple[str, ...], combine: bool, merge_operator: str | None) -> Callable[..., Any]:
+    lines, owners = _source(operators, combine, merge_operator)
     form = "combine" if combine else "chain"
     filename = f"<fused {form}: {', '.join(operators)}>"
     source = "\n".join(lines) + "\n"
@@ -116,7 +130,9 @@ def _compile(operators: tuple[str, ...], combine: bool) -> Callable[..., Any]:
     return function
 
 
-def _source(operators: tuple[str, ...], combine: bool) -> tuple[list[str], dict[int, str]]:
+def _source(
+    operators: tuple[str, ...], combine: bool, merge_operator: str | None
+) -> tuple[list[str], dict[int, str]]:
     """The function's source lines, and the operator owning each step line (1-based)."""
     functions = "".join(f", f{i}" for i in range(len(operators)))
     if combine:
@@ -132,7 +148,10 @@ def _source(operators: tuple[str, ...], combine: bool) -> tuple[list[str], dict[
             owners[len(lines)] = operator
             depth += template.endswith(":")
     terminal = _COMBINE if combine else _EMIT
-    lines.extend("    " * depth + line.format(x=f"x{len(operators)}") for line in terminal)
+    merged = "merge(combiner, value)" if merge_operator is None else f"combiner {merge_operator} value"
+    lines.extend(
+        "    " * depth + line.format(x=f"x{len(operators)}", merged=merged) for line in terminal
+    )
     if combine:
         lines.append("    return combined")
     return lines, owners
