@@ -56,9 +56,9 @@ class Settings:
     @classmethod
     def of(cls, quick: bool) -> Settings:
         if quick:
-            return cls(
-                True, [100_000, 400_000], Plan(warmup=1, measured=4, window_batches=6),
-                [OURS, PYSPARK], latency_duration=3.0, ceiling_repeats=3,
+            return cls(  # a smoke test: every part runs once, briefly (1 s W4 batches: not)
+                True, [100_000, 400_000], Plan(warmup=1, measured=3, window_batches=4),
+                [OURS, PYSPARK], latency_intervals=[0.1], latency_duration=3.0, ceiling_repeats=3,
             )
         return cls(False, FULL_SIZES, Plan(), [OURS, OURS_LOCAL, PYSPARK])
 
