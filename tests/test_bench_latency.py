@@ -44,5 +44,7 @@ def test_target_is_judged_on_output_rate_and_p99() -> None:
 
 
 def test_target_run_offers_more_than_the_target() -> None:
-    runs = _latency_runs(Settings.of(quick=True), half_rate=1_140_000)
+    runs = _latency_runs(Settings.of(quick=False), half_rate=1_140_000)
     assert runs == [(1.0, 1_140_000), (0.1, 1_140_000), (0.1, pytest.approx(220_000))]
+    quick = _latency_runs(Settings.of(quick=True), half_rate=1_140_000)  # 0.1 s batches only
+    assert quick == [(0.1, 1_140_000), (0.1, pytest.approx(220_000))]
