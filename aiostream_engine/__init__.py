@@ -11,6 +11,7 @@ from .dstream.state_spec import State, StateSpec
 from .errors import (
     ConfigurationError,
     ContextStateError,
+    DataNotSerializableError,
     JobFailedError,
     NotSerializableError,
     OperatorError,
@@ -34,6 +35,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "ContextStateError",
+    "DataNotSerializableError",
     "DStream",
     "JobFailedError",
     "ManualClock",

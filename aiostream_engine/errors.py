@@ -22,6 +22,17 @@ class NotSerializableError(StreamingError, TypeError):
         self.operator = operator
 
 
+class DataNotSerializableError(StreamingError, TypeError):
+    """Records (or a task) cannot be pickled to reach a worker process. As Spark's "task not
+    serializable", it fails the job at once: retrying cannot help."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(
+            f"{what} cannot be pickled for the workers of local[N]: "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
 class OperatorError(StreamingError):
     """A user function raised inside an operator; carries the operator's name.
 

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import pytest
 
-from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine import DataNotSerializableError, ManualClock, StreamingContext
 from aiostream_engine.executor import shared_input
 from aiostream_engine.executor.process_pool import ProcessPoolBackend
 from aiostream_engine.executor.protocol import SLICE
@@ -179,15 +179,21 @@ def test_a_partition_that_would_nearly_fill_the_file_system_is_refused(
     assert list(shared.open()) == small
 
 
-async def test_a_record_that_cannot_be_pickled_fails_the_job_and_leaves_no_file() -> None:
+@pytest.mark.parametrize("records", [len(LINES), 100], ids=["shared", "piped"])
+async def test_a_record_that_cannot_be_pickled_fails_the_job_at_once(records: int) -> None:
+    """As Spark's "task not serializable": no retries, no worker lost, no file left."""
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
         backend = _pool(ssc)
-        rdd = ssc.spark_context.parallelize([*LINES, threading.Lock()], 1)
-        with pytest.raises(TypeError, match="lock"):
+        runner = ssc.spark_context
+        rdd = runner.parallelize([*LINES[:records], threading.Lock()], 1)
+        failures = runner.task_failures
+        with pytest.raises(DataNotSerializableError, match="cannot pickle '_thread.lock' object"):
             await rdd.acount()
+        assert runner.task_failures - failures == (0 if records == len(LINES) else 1)
+        assert backend.replacements == 0
         assert _files(backend.shared_dir) == []
-        assert await ssc.spark_context.parallelize(LINES, 2).acount() == len(LINES)
+        assert await runner.parallelize(LINES, 2).acount() == len(LINES)
 
 
 async def test_replacement_workers_read_the_same_shared_partitions() -> None:

@@ -24,6 +24,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import cloudpickle
 
+from ..errors import DataNotSerializableError
 from ..rdd.tasks import SharedSlices, TaskPlan
 from .base import WorkerLostError
 from .block_store import BlockRef, new_spill_dir, remove_disk_copies
@@ -81,9 +82,16 @@ class _Worker:
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
         count, parts = request_parts(plan, index, drops)
+        unpicklable: Exception | None = None
         try:
             stdin.write(PART_COUNT.pack(count))
-            for part in parts:
+            for _ in range(count):
+                part = b""  # after a part that could not be encoded: keeps the frame whole
+                if unpicklable is None:
+                    try:
+                        part = next(parts)
+                    except Exception as exc:  # a record (or the plan) that cannot be pickled
+                        unpicklable = exc
                 stdin.write(HEADER.pack(len(part)))
                 stdin.write(part)
                 self.traffic.sent += len(part)
@@ -97,6 +105,10 @@ class _Worker:
             raise WorkerLostError(
                 f"worker process {self.pid} died (exit code {self.process.returncode})"
             ) from exc
+        if unpicklable is not None:  # the worker failed on the empty part and is in step
+            if isinstance(unpicklable, DataNotSerializableError):
+                raise unpicklable
+            raise DataNotSerializableError(f"task {index}", unpicklable) from unpicklable
         return body[:1], body[1:]
 
     def kill(self) -> None:
@@ -251,6 +263,9 @@ class ProcessPoolBackend:
         try:
             status, body = await worker.call(plan, index, self._take_drops(slot))
             healthy = True
+        except DataNotSerializableError:
+            healthy = True  # the request went out whole: the worker is in step
+            raise
         finally:
             if not healthy:  # died, or cancelled mid-task: its pipe state is unknown, replace it
                 with anyio.CancelScope(shield=True):

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ..conf import StreamingConf
-from ..errors import ContextStateError, TaskFailedError
+from ..errors import ContextStateError, DataNotSerializableError, TaskFailedError
 from ..rdd.core import RDD, ParallelCollectionRDD
 from ..rdd.tasks import TaskPlan
 from .base import ExecutorBackend
@@ -121,7 +121,10 @@ class TaskRunner:
                     result = await self.backend.run(plan, index)
                 self.tasks_run += 1
                 return result
-            except Exception as exc:  # every task error is retried, then reported
+            except DataNotSerializableError:  # the same every time: fail the job now
+                self.task_failures += 1
+                raise
+            except Exception as exc:  # every other task error is retried, then reported
                 self.task_failures += 1
                 last = exc
         assert last is not None

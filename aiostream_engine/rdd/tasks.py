@@ -33,7 +33,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..errors import OperatorError
+from ..errors import DataNotSerializableError, OperatorError
 from ..executor.block_store import BlockRef
 from ..hashing import stable_hash
 from .fusion import RecordStep, combine_steps, line_owners, run_steps
@@ -243,9 +243,15 @@ def _consumed(chunks: list[bytes]) -> Iterator[bytes]:
 
 
 def dumps_slice(records: list[Any]) -> bytes:
-    """One slice of a ``RecordSlices``: memo-less when the records are atoms."""
+    """One slice of a ``RecordSlices``: memo-less when the records are atoms. Raises
+    ``DataNotSerializableError`` for a record that cannot be pickled."""
     flat = _flat_dumps(records)
-    return flat if flat is not None else cloudpickle.dumps(records, pickle.HIGHEST_PROTOCOL)
+    if flat is not None:
+        return flat
+    try:
+        return cloudpickle.dumps(records, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # e.g. a lock or a socket among the records
+        raise DataNotSerializableError("a partition's records", exc) from exc
 
 
 @dataclass(frozen=True)
