@@ -91,6 +91,19 @@ async def test_a_reused_rdd_is_pickled_once_and_read_from_shared_memory() -> Non
     assert not os.path.exists(shared_dir)
 
 
+async def test_a_cached_collection_lets_its_shared_copies_go() -> None:
+    async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
+        await _started(ssc)
+        backend = _pool(ssc)
+        rdd = ssc.spark_context.parallelize(LINES, 2).cache()
+        counts = _word_count(rdd)
+        assert dict(await counts.acollect()) == EXPECTED
+        gc.collect()
+        assert _files(backend.shared_dir) == []  # the cached blocks serve from now on
+        assert dict(await counts.acollect()) == EXPECTED
+        assert _files(backend.shared_dir) == []
+
+
 async def test_a_queue_of_one_rdd_gives_every_batch_the_same_counts() -> None:
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         rdd = ssc.spark_context.parallelize(LINES, 2)

@@ -478,6 +478,9 @@ class ParallelCollectionRDD(RDD):
         shared = await self._runner.backend.share(records)
         return RecordsInput(records) if shared is None else shared
 
+    def _forget_lineage(self) -> None:
+        self._shared = None  # cached: tasks read the blocks, and the shared copies can go
+
     @property
     def partitions(self) -> list[list[Any]]:
         return self._partitions
