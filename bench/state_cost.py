@@ -14,28 +14,24 @@ Writes bench/results/state_cost.json and bench/results/state_cost.md.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import anyio
 import psutil
 
 from aiostream_engine import StateSpec, StreamingContext
 from aiostream_engine.executor.process_pool import ProcessPoolBackend
 from aiostream_engine.testing import advance_batches
 
+from .cost_cli import run_cost_benchmark
 from .window_cost import WallOffsetClock
 
 SIZES = (10_000, 100_000, 400_000)
 RECORDS_PER_BATCH = 10_000
 MASTER = "local[2]"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _add_to_state(new: list[float], old: float | None) -> float:
@@ -152,12 +148,4 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="two sizes, fewer batches; print only")
-    args = parser.parse_args()
-    result = anyio.run(main, args.quick)
-    print(markdown(result))
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "state_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / "state_cost.md").write_text(markdown(result))
+    run_cost_benchmark("state_cost", __doc__.split("\n\n")[0], "two sizes, fewer batches", main, markdown)

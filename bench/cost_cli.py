@@ -1,0 +1,33 @@
+"""The command line of the single-engine cost benchmarks (state_cost, window_cost): run,
+print the table, and unless ``--quick`` save it with its JSON in bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_cost_benchmark(
+    name: str,
+    description: str,
+    quick_help: str,
+    main: Callable[[bool], Awaitable[dict[str, Any]]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=f"{quick_help}; print only")
+    args = parser.parse_args()
+    result = anyio.run(main, args.quick)
+    table = markdown(result)
+    print(table)
+    if not args.quick:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(table)
