@@ -22,7 +22,7 @@ from .executor.runner import TaskRunner
 from .hashing import stable_hash
 from .rdd.core import RDD
 from .receiver.base import Receiver
-from .scheduler.batch_info import BatchInfo, OutputOperationInfo
+from .scheduler.batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 from .scheduler.listener import StreamingListener
 
 for _cls in (DStream, RDD, StreamingContext, TaskRunner):
@@ -49,6 +49,7 @@ __all__ = [
     "StreamingConf",
     "StreamingContext",
     "StreamingError",
+    "StreamInputInfo",
     "StreamingListener",
     "SystemClock",
     "TaskFailedError",

@@ -364,7 +364,7 @@ class StreamingContext:
                 if rdd is not None:
                     await rdd.acollect_partitions()
             for stream in self._inputs:
-                stream.records_at(time_ms)
+                stream.input_info_at(time_ms)
             assert self._checkpoints is not None
             await self._checkpoints.batch_generated(time_ms)
             await self._batch_completed(time_ms)
@@ -450,10 +450,10 @@ class StreamingContext:
 
             self._report_error(JobFailedError(to_seconds(time_ms), "job generation", exc))
             jobs = []
-        records = {s.id: s.records_at(time_ms) for s in self._inputs}
+        inputs = {s.id: s.input_info_at(time_ms) for s in self._inputs}
         if self._checkpoints is not None:
             await self._checkpoints.batch_generated(time_ms)
-        await self._job_scheduler.submit(time_ms, jobs, records)
+        await self._job_scheduler.submit(time_ms, jobs, inputs)
 
     async def _read_inputs(self, time_ms: int) -> None:
         """Every input reads its batch at every batch time, even when no output emits then

@@ -203,3 +203,19 @@ async def test_union_and_transform_across_streams() -> None:
         await advance_batches(ssc, 2)
     assert [sorted(r) for _, r in unioned] == [[("k", 11)], [("j", 20), ("k", 2)]]
     assert [r for _, r in joined] == [[("k", (1, 10))], []]
+
+
+@pytest.mark.anyio
+async def test_batch_info_carries_each_input_streams_records_and_metadata() -> None:
+    async with StreamingContext(1.0, master="local", clock=ManualClock()) as ssc:
+        first = ssc.queue_stream([[1, 2, 3], [4]])
+        second = ssc.queue_stream([["a"], []])
+        first.union(second).count().foreach_rdd(lambda rdd: None)
+        await ssc.start()
+        infos = await advance_batches(ssc, 2)
+        await ssc.stop()
+    assert [
+        {i: (s.input_stream_id, s.num_records, s.metadata) for i, s in b.stream_id_to_input_info.items()}
+        for b in infos
+    ] == [{0: (0, 3, {}), 1: (1, 1, {})}, {0: (0, 1, {}), 1: (1, 0, {})}]
+    assert [b.num_records for b in infos] == [4, 1]

@@ -13,6 +13,7 @@ from ..errors import ConfigurationError, StreamingError
 from ..rdd.core import RDD
 from ..receiver.block_generator import Block
 from ..receiver.wal import WalEntry, WriteAheadLog
+from ..scheduler.batch_info import StreamInputInfo
 from .base import DStream
 
 if TYPE_CHECKING:
@@ -30,16 +31,23 @@ class InputDStream(DStream):
         super().__init__(ssc, [], name)
         self.id = ssc._register_input(self)
         self._records: dict[int, int] = {}
+        self._metadata: dict[int, dict[str, Any]] = {}
 
     async def prepare(self, time_ms: int) -> None:
         return None
 
-    def records_at(self, time_ms: int) -> int:
-        """Records this stream contributed to batch t (for BatchInfo)."""
-        return self._records.pop(time_ms, 0)
+    def input_info_at(self, time_ms: int) -> StreamInputInfo:
+        """What this stream contributed to batch t (for BatchInfo); asked once per batch."""
+        return StreamInputInfo(
+            self.id, self._records.pop(time_ms, 0), self._metadata.pop(time_ms, {})
+        )
 
     def _count(self, time_ms: int, partitions: list[list[Any]]) -> None:
         self._records[time_ms] = sum(len(p) for p in partitions)
+
+    def _describe(self, time_ms: int, **metadata: Any) -> None:
+        """Add to batch t's input metadata (shown in BatchInfo, listeners and the UI)."""
+        self._metadata.setdefault(time_ms, {}).update(metadata)
 
     async def start(self) -> None:
         return None

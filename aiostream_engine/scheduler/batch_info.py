@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -22,19 +23,37 @@ class OutputOperationInfo:
 
 
 @dataclass
+class StreamInputInfo:
+    """What one input stream contributed to one batch (Spark's StreamInputInfo).
+
+    ``metadata`` holds what a source wants shown about its input (plain, JSON-friendly
+    values): a direct Kafka stream its offset ranges, a rate-controlled stream its rate
+    bound. Spark's convention: a human-readable summary goes under ``"Description"``.
+    """
+
+    input_stream_id: int
+    num_records: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class BatchInfo:
     """Times are seconds on the context's clock."""
 
     batch_time: float
-    stream_id_to_num_records: dict[int, int]
+    stream_id_to_input_info: dict[int, StreamInputInfo]
     submission_time: float
     processing_start_time: float | None = None
     processing_end_time: float | None = None
     output_operation_infos: dict[int, OutputOperationInfo] = field(default_factory=dict)
 
     @property
+    def stream_id_to_num_records(self) -> dict[int, int]:
+        return {i: info.num_records for i, info in self.stream_id_to_input_info.items()}
+
+    @property
     def num_records(self) -> int:
-        return sum(self.stream_id_to_num_records.values())
+        return sum(info.num_records for info in self.stream_id_to_input_info.values())
 
     @property
     def scheduling_delay(self) -> float | None:

@@ -14,7 +14,7 @@ from ..conf import StreamingConf
 from ..dstream.output import Job
 from ..errors import JobFailedError
 from ..timeutil import to_seconds
-from .batch_info import BatchInfo, OutputOperationInfo
+from .batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 from .listener import (
     BatchCompleted,
     BatchStarted,
@@ -56,8 +56,10 @@ class JobScheduler:
         self.last_completed_ms: int | None = None
         self.pending = 0
 
-    async def submit(self, time_ms: int, jobs: list[Job], records: dict[int, int]) -> None:
-        info = BatchInfo(to_seconds(time_ms), records, self._clock.now())
+    async def submit(
+        self, time_ms: int, jobs: list[Job], inputs: dict[int, StreamInputInfo]
+    ) -> None:
+        info = BatchInfo(to_seconds(time_ms), inputs, self._clock.now())
         info.output_operation_infos = {
             job.output_id: OutputOperationInfo(info.batch_time, job.output_id, job.name)
             for job in jobs
