@@ -174,6 +174,32 @@ class StreamingConf:
         None,
     )
 
+    # ---- Kafka (sources.kafka) -----------------------------------------------------------
+    kafka_max_rate_per_partition: float = _key(
+        0.0,
+        "Records per second the direct Kafka stream reads from each partition at most; "
+        "0 = no limit (backpressure, when on, still bounds it).",
+        "spark.streaming.kafka.maxRatePerPartition",
+    )
+    kafka_min_rate_per_partition: float = _key(
+        1.0,
+        "Records per second each partition may read at least whenever a rate limit is in "
+        "force (so backpressure never stops a partition).",
+        "spark.streaming.kafka.minRatePerPartition",
+    )
+    kafka_max_retries: int = _key(
+        1,
+        "Retries of the driver's offset look-ups for one batch of the direct Kafka stream; "
+        "after that the batch reads nothing and the next one catches up.",
+        "spark.streaming.kafka.maxRetries",
+    )
+    kafka_fetch_timeout: float = _key(
+        60.0,
+        "Seconds a task reading a Kafka offset range may go without progress (broker down, "
+        "no leader) before it fails and is retried.",
+        None,
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -247,8 +273,12 @@ class StreamingConf:
             raise ConfigurationError(
                 f'receiver_wal_fsync must be "block" or "interval", got {self.receiver_wal_fsync!r}'
             )
+        if self.kafka_max_rate_per_partition < 0 or self.kafka_min_rate_per_partition < 0:
+            raise ConfigurationError("kafka_max/min_rate_per_partition must be >= 0")
+        if self.kafka_max_retries < 0:
+            raise ConfigurationError(f"kafka_max_retries must be >= 0, got {self.kafka_max_retries}")
         for name in ("receiver_wal_fsync_interval", "receiver_wal_roll_interval",
-                     "receiver_wal_max_segment_bytes"):
+                     "receiver_wal_max_segment_bytes", "kafka_fetch_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
 

@@ -52,6 +52,7 @@ from .scheduler.listener import ListenerBus, StreamingStarted
 from .timeutil import to_ms, to_seconds
 
 if TYPE_CHECKING:
+    from .sources.kafka import DirectKafkaInputDStream
     from .sources.mqtt import MqttStream
     from .sources.simulator import SensorSimulator
 
@@ -247,6 +248,17 @@ class StreamingContext:
         from .sources.mqtt import mqtt_stream
 
         return mqtt_stream(self, host, port, topics, **options)
+
+    def kafka_direct_stream(
+        self, topics: str | Sequence[str], kafka_params: dict[str, Any], **options: Any
+    ) -> DirectKafkaInputDStream:
+        """Kafka's direct stream: each batch reads an offset range per partition, read by
+        the tasks themselves; ``options`` are those of ``sources.kafka.kafka_direct_stream``
+        (from_offsets, key_decoder, value_decoder, message_handler, name). Its RDDs have
+        ``offset_ranges()``; the stream has ``commit_async``."""
+        from .sources.kafka import kafka_direct_stream
+
+        return kafka_direct_stream(self, topics, kafka_params, **options)
 
     def simulator_stream(self, **options: Any) -> DStream:
         """JSON readings from simulated IoT devices (see ``sources.simulator``)."""

@@ -1,9 +1,23 @@
 import pytest
 
 from tests.brokers import mosquitto
+from tests.kafka_brokers import (
+    add_kafka_option,
+    kafka_broker,
+    kafka_mock_cluster,
+    private_kafka_broker,
+    real_kafka,
+)
 from tests.postgres import pg_schema
 
-__all__ = ["mosquitto", "pg_schema"]
+__all__ = [
+    "kafka_broker", "kafka_mock_cluster", "mosquitto", "pg_schema", "private_kafka_broker",
+    "real_kafka",
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_kafka_option(parser)
 
 
 @pytest.fixture
