@@ -1,7 +1,7 @@
 """Output connectors (shipped as ``aiostream_engine.sinks``).
 
-``Sink`` is the protocol (``sinks.base``); ``dstream.write_to(sink)`` drives it. The MQTT
-and PostgreSQL sinks import their client libraries (extras ``mqtt``, ``postgres``) only
+``Sink`` is the protocol (``sinks.base``); ``dstream.write_to(sink)`` drives it. The Kafka, MQTT
+and PostgreSQL sinks import their client libraries (extras ``kafka``, ``mqtt``, ``postgres``) only
 when first named here.
 """
 
@@ -14,12 +14,13 @@ from .console import ConsoleSink
 from .files import FileSink
 
 if TYPE_CHECKING:
+    from .kafka import KafkaSink
     from .mqtt import MqttSink
     from .postgres import PostgresSink
 
-__all__ = ["ConsoleSink", "FileSink", "MqttSink", "PostgresSink", "Sink", "SinkWriteError"]
+__all__ = ["ConsoleSink", "FileSink", "KafkaSink", "MqttSink", "PostgresSink", "Sink", "SinkWriteError"]
 
-_OPTIONAL = {"MqttSink": ".mqtt", "PostgresSink": ".postgres"}
+_OPTIONAL = {"KafkaSink": ".kafka", "MqttSink": ".mqtt", "PostgresSink": ".postgres"}
 
 
 def __getattr__(name: str) -> Any:

@@ -66,6 +66,16 @@ class Sink(ABC):
         """Release what ``open`` acquired."""
         return None
 
+    async def begin_batch(self, batch_time: float, rdd: Any) -> None:
+        """Called with the batch's RDD before its partitions are written (not after a
+        failed attempt): a sink that needs the batch's lineage (the Kafka offset ranges
+        behind each partition) reads it here."""
+        return None
+
+    def end_batch(self, batch_time: float) -> None:
+        """Called once the batch's partition writes are over, written or failed."""
+        return None
+
     # ---- lifecycle, driven by the writer (not meant to be overridden) -------------------
 
     @property

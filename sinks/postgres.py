@@ -17,6 +17,16 @@ append tables it is the only thing that prevents duplicates. Markers older than
 ``marker_retention`` seconds (before the batch being written) are deleted with partition
 0 of each batch, so the marker table stays small; a batch replayed after that long is
 written again.
+
+Kafka offsets with the results (``store_offsets=True``): for an output that is a narrow
+transformation of a direct Kafka stream (map, filter, flat_map: output partition i holds
+what Kafka partition i's range gave), each partition's transaction also upserts that
+range's end into ``offsets_table`` under the sink's name. ``PostgresSink.stored_offsets(dsn,
+job)`` reads them back as ``from_offsets`` for a restart that resumes from the sink itself,
+without a checkpoint: every Kafka record's results are committed exactly once, together
+with the offset after it. An output whose partitions mix Kafka partitions (a shuffle, a
+window, a union) is refused when its first batch is written; aggregated outputs get
+exactly once from checkpointing and the (batch time, partition) markers instead.
 """
 
 from __future__ import annotations
@@ -75,6 +85,8 @@ class PostgresSink(Sink):
         marker_table: str = "aiostream_sink_markers",
         marker_retention: float | None = 7 * 24 * 3600.0,
         pool_size: int = 4,
+        store_offsets: bool = False,
+        offsets_table: str = "aiostream_kafka_offsets",
         **connect_options: Any,
     ) -> None:
         if not columns:
@@ -95,7 +107,10 @@ class PostgresSink(Sink):
         self.marker_table = marker_table
         self.marker_retention = marker_retention
         self.pool_size = pool_size
+        self.store_offsets = store_offsets
+        self.offsets_table = offsets_table
         self.connect_options = connect_options
+        self._batch_ranges: dict[int, list[Any]] = {}
         self.statistics = PostgresSinkStatistics()
         self._pool: asyncpg.Pool | None = None
         self._sql = _Statements(self)
@@ -120,6 +135,8 @@ class PostgresSink(Sink):
         )
         async with self._pool.acquire() as conn:
             await conn.execute(self._sql.create_markers)
+            if self.store_offsets:
+                await conn.execute(self._sql.create_offsets)
 
     async def _connection_opened(self, connection: asyncpg.Connection) -> None:
         """asyncpg calls this once for every new physical connection of the pool."""
@@ -130,10 +147,28 @@ class PostgresSink(Sink):
         if pool is not None:
             await pool.close()
 
+    async def begin_batch(self, batch_time: float, rdd: Any) -> None:
+        if self.store_offsets:
+            from aiostream_engine.sources.kafka import partition_offset_ranges
+
+            self._batch_ranges[batch_ms(batch_time)] = partition_offset_ranges(rdd, f"sink {self.name}")
+
+    def end_batch(self, batch_time: float) -> None:
+        self._batch_ranges.pop(batch_ms(batch_time), None)
+
     async def write_partition(
         self, batch_time: float, partition_index: int, records: Sequence[Any]
     ) -> None:
         time_ms = batch_ms(batch_time)
+        offsets = None
+        if self.store_offsets:
+            ranges = self._batch_ranges.get(time_ms)
+            if ranges is None:
+                raise RuntimeError(
+                    f"sink {self.name}: store_offsets=True needs the batch's Kafka offset ranges; "
+                    "write through stream.write_to(sink)"
+                )
+            offsets = ranges[partition_index]
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await conn.fetchval(self._sql.insert_marker, self.name, time_ms, partition_index)
             if fresh is None:
@@ -149,8 +184,40 @@ class PostgresSink(Sink):
                 await conn.copy_records_to_table(
                     self.table, records=rows, columns=self.columns, schema_name=self.schema
                 )
+            if offsets is not None:
+                await conn.execute(
+                    self._sql.store_offset, self.name, offsets.topic, offsets.partition,
+                    offsets.until_offset, time_ms,
+                )
         self.statistics.partitions_written += 1
         self.statistics.rows_written += len(records)
+
+    @staticmethod
+    async def stored_offsets(
+        dsn: str | None,
+        job: str,
+        *,
+        schema: str | None = None,
+        offsets_table: str = "aiostream_kafka_offsets",
+        **connect_options: Any,
+    ) -> dict[Any, int]:
+        """The offsets a ``store_offsets=True`` sink named ``job`` stored, per partition
+        (``TopicAndPartition``): the next offset to read, for ``from_offsets=``. Empty when
+        it stored none (or the table does not exist yet)."""
+        from aiostream_engine.sources.kafka_types import TopicAndPartition
+
+        prefix = f"{quote_identifier(schema)}." if schema else ""
+        table = prefix + quote_identifier(offsets_table)
+        conn = await asyncpg.connect(dsn, **connect_options)
+        try:
+            rows = await conn.fetch(
+                f"SELECT topic, partition, until_offset FROM {table} WHERE job = $1", job
+            )
+        except asyncpg.UndefinedTableError:
+            return {}
+        finally:
+            await conn.close()
+        return {TopicAndPartition(r["topic"], r["partition"]): r["until_offset"] for r in rows}
 
     def _row_function(self) -> RowFunction:
         if self.row is not None:
@@ -174,6 +241,7 @@ class _Statements:
         prefix = f"{quote_identifier(sink.schema)}." if sink.schema else ""
         table = prefix + quote_identifier(sink.table)
         markers = prefix + quote_identifier(sink.marker_table)
+        offsets = prefix + quote_identifier(sink.offsets_table)
         columns = [quote_identifier(c) for c in sink.columns]
         values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
@@ -189,6 +257,17 @@ class _Statements:
             "ON CONFLICT DO NOTHING RETURNING 1"
         )
         self.expire_markers = f"DELETE FROM {markers} WHERE sink = $1 AND batch_time_ms < $2"
+        self.create_offsets = (
+            f"CREATE TABLE IF NOT EXISTS {offsets} ("
+            "job text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "
+            "until_offset bigint NOT NULL, batch_time_ms bigint NOT NULL, "
+            "PRIMARY KEY (job, topic, partition))"
+        )
+        self.store_offset = (
+            f"INSERT INTO {offsets} (job, topic, partition, until_offset, batch_time_ms) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job, topic, partition) DO UPDATE SET "
+            "until_offset = EXCLUDED.until_offset, batch_time_ms = EXCLUDED.batch_time_ms"
+        )
 
 
 def _on_conflict(key: Iterable[str], columns: Sequence[str]) -> str:

@@ -51,7 +51,7 @@ from aiokafka.errors import KafkaError
 from aiostream_engine.dstream.input import InputDStream
 from aiostream_engine.errors import ConfigurationError, StreamingError
 from aiostream_engine.executor.serialization import ensure_serializable
-from aiostream_engine.rdd.core import RDD
+from aiostream_engine.rdd.core import RDD, PipelinedRDD
 from aiostream_engine.rdd.tasks import TaskPlan
 from aiostream_engine.sources.kafka_fetch import (
     KafkaFetchError,
@@ -116,6 +116,23 @@ class KafkaRDD(RDD):
         return list(self._ranges)
 
     offsetRanges = offset_ranges  # noqa: N815
+
+
+def partition_offset_ranges(rdd: RDD, who: str) -> list[OffsetRange]:
+    """The offset range behind each partition of ``rdd``, when ``rdd`` is one direct-stream
+    batch or a narrow transformation of it (partition i holds what range i gave)."""
+    node = rdd
+    while not isinstance(node, KafkaRDD):
+        parent = node._parent if isinstance(node, PipelinedRDD) else None
+        if parent is None:
+            raise ConfigurationError(
+                f"{who}: storing Kafka offsets with the results needs each output partition "
+                f"to come from one Kafka partition, but the output's lineage has "
+                f"{type(node).__name__} {node.name!r} between it and the direct stream (a "
+                "shuffle, union or window); use checkpointing for aggregated outputs"
+            )
+        node = parent
+    return node.offset_ranges()
 
 
 def _partition_key(p: TopicAndPartition | tuple[str, int]) -> TopicAndPartition:
@@ -212,7 +229,11 @@ class DirectKafkaInputDStream(InputDStream):
         self._records[time_ms] = sum(r.count for r in ranges)
         self._describe(
             time_ms,
-            offsets=ranges,
+            offsets=[
+                {"topic": r.topic, "partition": r.partition, "fromOffset": r.from_offset,
+                 "untilOffset": r.until_offset}
+                for r in ranges
+            ],
             description="\n".join(
                 f"topic: {r.topic}\tpartition: {r.partition}\toffsets: {r.from_offset} to {r.until_offset}"
                 for r in ranges

@@ -293,3 +293,37 @@ async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int],
     finally:
         await admin.close()
     return {(tp.topic, tp.partition): meta.offset for tp, meta in found.items()}
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, isolation_level: str = "read_committed"
+) -> list[tuple[int, bytes | None, bytes]]:
+    """Every record of ``topic`` up to its end now, as ``(partition, key, value)``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        out: list[tuple[int, bytes | None, bytes]] = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, messages in batch.items():
+                out.extend((tp.partition, m.key, m.value) for m in messages if m.offset < ends[tp])
+        return out
+    finally:
+        await consumer.stop()

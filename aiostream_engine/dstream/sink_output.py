@@ -120,7 +120,11 @@ async def write_rdd(
         stream.foreach_rdd(output)
     """
     partitions = await rdd.acollect_partitions()
-    await write_partitions(sink, batch_time, partitions, policy or WritePolicy())
+    await sink.begin_batch(batch_time, rdd)
+    try:
+        await write_partitions(sink, batch_time, partitions, policy or WritePolicy())
+    finally:
+        sink.end_batch(batch_time)
 
 
 async def _write_with_retries(

@@ -74,7 +74,10 @@ async def test_ranges_per_batch_are_capped_by_max_rate_per_partition(kafka_broke
     ]
     assert out[2][1][0] == [("k0", f"p0-{i}") for i in range(20, 25)]
     assert [i.stream_id_to_num_records for i in infos] == [{0: 25}, {0: 12}, {0: 5}, {0: 0}]
-    assert infos[1].stream_id_to_input_info[0].metadata["offsets"] == seen[1]
+    assert infos[1].stream_id_to_input_info[0].metadata["offsets"] == [
+        {"topic": r.topic, "partition": r.partition, "fromOffset": r.from_offset,
+         "untilOffset": r.until_offset} for r in seen[1]
+    ]
 
 
 async def test_without_a_limit_a_batch_reads_up_to_the_latest_offset(kafka_broker: NoidaKafka) -> None:
