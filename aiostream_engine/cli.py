@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--window", type=_non_negative_float, default=30.0,
                       help="seconds of the sliding per-device view, every second; 0: off "
                            "(default 30)")
+    demo.add_argument("--ui-port", type=int, default=4040,
+                      help="port of the web UI (the next free one when taken; 0: any); the UI "
+                           "is on when the ui extra is installed (default 4040)")
     demo.add_argument("--checkpoint-dir", default=None,
                       help="checkpoint directory of the window (default: a temporary one)")
 
@@ -108,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         malformed_fraction=args.malformed_fraction,
         window=args.window,
         checkpoint_dir=args.checkpoint_dir,
+        ui_port=args.ui_port,
     )
     try:
         _run_async(demo)

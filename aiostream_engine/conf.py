@@ -200,6 +200,36 @@ class StreamingConf:
         None,
     )
 
+    # ---- the web UI, its REST API and /metrics (aiostream_engine.ui) --------------------
+    ui_enabled: bool | None = _key(
+        None,
+        "Serve the streaming web UI, Spark's REST API and /metrics while the context runs; "
+        "None: on when the ui extra is installed, unless the environment variable "
+        "AIOSTREAM_UI_ENABLED is false (test suites set it).",
+        "spark.ui.enabled",
+    )
+    ui_port: int = _key(
+        4040,
+        "Port of the web UI; when taken, the next free one (up to ui_port_retries more); "
+        "0: any free port.",
+        "spark.ui.port",
+    )
+    ui_port_retries: int = _key(
+        16,
+        "Ports after ui_port tried when it is taken, before the UI gives up (a warning).",
+        "spark.port.maxRetries",
+    )
+    ui_host: str = _key(
+        "127.0.0.1",
+        "Address the web UI listens on: loopback unless set ('0.0.0.0' for every interface).",
+        None,
+    )
+    app_name: str = _key(
+        "aiostream-engine",
+        "Application name shown by the UI and /api/v1/applications.",
+        "spark.app.name",
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -268,6 +298,11 @@ class StreamingConf:
         if self.sink_max_concurrency < 1 or self.sink_max_retries < 0 or self.sink_retry_backoff < 0:
             raise ConfigurationError(
                 "sink_max_concurrency must be >= 1, sink_max_retries and sink_retry_backoff >= 0"
+            )
+        if not 0 <= self.ui_port <= 65535 or self.ui_port_retries < 0:
+            raise ConfigurationError(
+                f"ui_port must be in 0..65535 and ui_port_retries >= 0, got {self.ui_port}, "
+                f"{self.ui_port_retries}"
             )
         if self.receiver_wal_fsync not in ("block", "interval"):
             raise ConfigurationError(

@@ -50,11 +50,16 @@ from .scheduler.job_generator import JobGenerator
 from .scheduler.job_scheduler import JobScheduler
 from .scheduler.listener import ListenerBus, StreamingStarted
 from .timeutil import to_ms, to_seconds
+from .ui import ui_enabled
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from starlette.applications import Starlette
+
     from .sources.kafka import DirectKafkaInputDStream
     from .sources.mqtt import MqttStream
     from .sources.simulator import SensorSimulator
+    from .ui.runtime import StreamingUI
 
 log = logging.getLogger("aiostream_engine")
 T = TypeVar("T")
@@ -131,6 +136,7 @@ class StreamingContext:
         self.checkpoint_dir: str | None = None
         self._recovery: RecoveryPlan | None = None
         self._checkpoints: CheckpointManager | None = None
+        self._ui: StreamingUI | None = None
 
     # ---- graph registration -------------------------------------------------------------
 
@@ -299,6 +305,35 @@ class StreamingContext:
     def errors(self) -> list[BaseException]:
         return list(self._errors)
 
+    # ---- the web UI and metrics (aiostream_engine.ui, extra "ui") -----------------------
+
+    def _ui_runtime(self) -> StreamingUI:
+        if self._ui is None:
+            from .ui import require_ui
+
+            require_ui()
+            from .ui.runtime import StreamingUI
+
+            self._ui = StreamingUI(self)
+        return self._ui
+
+    @property
+    def ui_url(self) -> str | None:
+        """Where the web UI is served (``http://127.0.0.1:4040/``); None when it is off,
+        not started yet, or could not bind."""
+        return self._ui.url if self._ui is not None else None
+
+    def ui_app(self) -> Starlette:
+        """The UI as an ASGI app, to mount in your own Starlette/FastAPI service
+        (``Mount("/streaming", app=ssc.ui_app())``); it shows this context once started."""
+        return self._ui_runtime().app
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This context's Prometheus registry (what ``/metrics`` serves); register it in
+        yours with ``your_registry.register(ssc.metrics_registry)``."""
+        return self._ui_runtime().registry
+
     # ---- the engine ---------------------------------------------------------------------
 
     def _validate(self) -> None:
@@ -393,6 +428,8 @@ class StreamingContext:
         first_ms = self._prepare_graph()
         plan = self._recovery
         receivers = [s for s in self._inputs if isinstance(s, ReceiverInputDStream)]
+        serve_ui = ui_enabled(self.conf)
+        ui = self._ui_runtime() if serve_ui or self._ui is not None else None
         try:
             # Started outside the task group so that a failure (a missing directory, a pool
             # that cannot start) reaches start() as itself, not wrapped in an ExceptionGroup.
@@ -402,6 +439,9 @@ class StreamingContext:
             async with anyio.create_task_group() as tg:
                 self._engine_scope = tg.cancel_scope
                 tg.start_soon(self._bus.run, name="listener bus")
+                if ui is not None:
+                    ui.graph_built()
+                    await tg.start(ui.run, serve_ui, name="web UI")
                 tg.start_soon(self._job_scheduler.run, name="job scheduler")
                 await tg.start(self._receiver_tracker.run, receivers, name="receivers")
                 if plan is not None:
@@ -416,6 +456,8 @@ class StreamingContext:
                 await self._shutdown(self._graceful)
                 with anyio.move_on_after(5):  # let listeners see the last batches
                     await self._bus.drained.wait()
+                if ui is not None:
+                    await ui.stop()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):

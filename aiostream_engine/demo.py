@@ -200,6 +200,17 @@ def attach_demo(
     return totals
 
 
+def ui_line(ssc: StreamingContext) -> str:
+    """Where the web UI is, or why there is none."""
+    if ssc.ui_url is not None:
+        return f"web UI: {ssc.ui_url} (Prometheus metrics at {ssc.ui_url}metrics)"
+    from .ui import ui_available
+
+    if not ui_available():
+        return "web UI: off (install it with: pip install 'aiostream-engine[ui]')"
+    return "web UI: off (ui_enabled is false)"
+
+
 def format_summary(totals: DemoTotals) -> str:
     processing = totals.processing
     mean = sum(processing) / len(processing) if processing else math.nan
@@ -222,6 +233,7 @@ async def run_demo(
     checkpoint_dir: str | None = None,
     out: TextIO = sys.stdout,
     handle_signals: bool = True,
+    ui_port: int = 4040,
 ) -> DemoTotals:
     """Run the demo until ``duration`` seconds have passed (0: until Ctrl-C / SIGTERM),
     then stop gracefully: every reading received is processed and printed."""
@@ -237,7 +249,7 @@ async def run_demo(
             checkpoint_dir = cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="aiostream-demo-")
             )
-        async with StreamingContext(batch_interval, master=master) as ssc:
+        async with StreamingContext(batch_interval, master=master, conf={"ui_port": ui_port}) as ssc:
             if checkpoint_dir:
                 ssc.checkpoint(checkpoint_dir)
             readings = ssc.simulator_stream(
@@ -245,6 +257,7 @@ async def run_demo(
             )
             totals = attach_demo(ssc, readings, out, window=window or None)
             await ssc.start()
+            print(ui_line(ssc), file=out, flush=True)
             graceful = ssc.conf.stop_gracefully_on_shutdown
 
             async def stop(reason: str, graceful: bool) -> None:

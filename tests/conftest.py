@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from tests.brokers import mosquitto
@@ -18,6 +20,10 @@ __all__ = [
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_kafka_option(parser)
+
+# No test context serves a web UI unless the test asks for one (conf ui_enabled=True,
+# ui_port=0): as Spark's own suites set spark.ui.enabled=false. See aiostream_engine/ui.
+os.environ["AIOSTREAM_UI_ENABLED"] = "false"
 
 
 @pytest.fixture

@@ -143,6 +143,14 @@ class _KeyedStateDStream(DStream):
         for t in [t for t in self._states if t <= oldest and t != newest]:
             self._states.pop(t).unpersist()
 
+    def state_size(self) -> int | None:
+        """Keys in the newest state computed so far (None before the first); for the UI."""
+        for time_ms in sorted(self._states, reverse=True):
+            blocks = self._states[time_ms]._blocks
+            if blocks is not None and blocks.sizes is not None:
+                return sum(blocks.sizes)
+        return None
+
     def _empty_partitions(self) -> RDD:
         return self._ssc.spark_context.from_partitions(
             [[] for _ in range(self._partitions)], f"{self.name} (empty state)"

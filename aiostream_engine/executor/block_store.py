@@ -141,6 +141,8 @@ class CachedBlocks:
 
     def __init__(self, refs: list[BlockRef], release: Callable[[list[BlockRef]], None]) -> None:
         self.refs = refs
+        #: Records in each block, once stored (None: not stored yet).
+        self.sizes: list[int] | None = None
         weakref.finalize(self, release, refs)
 
 

@@ -18,8 +18,9 @@ from ..conf import StreamingConf
 from ..errors import ContextStateError, DataNotSerializableError, TaskFailedError
 from ..rdd.core import RDD, ParallelCollectionRDD
 from ..rdd.tasks import TaskPlan
-from .base import ExecutorBackend
+from .base import ExecutorBackend, WorkerLostError
 from .block_store import CachedBlocks, new_block_refs
+from .task_counts import TaskCounts, current_operation_counts
 
 T = TypeVar("T")
 
@@ -37,8 +38,17 @@ class TaskRunner:
         self._loop_thread: int | None = None
         limit = conf.max_concurrent_tasks or 2 * backend.cores
         self._in_flight = anyio.Semaphore(limit)
-        self.tasks_run = 0
-        self.task_failures = 0
+        #: Task attempts of the whole run (per output operation: ``OutputOperationInfo.tasks``).
+        self.counts = TaskCounts()
+
+    @property
+    def tasks_run(self) -> int:
+        return self.counts.succeeded
+
+    @property
+    def task_failures(self) -> int:
+        """Failed attempts (each retried, or the last one failing its job)."""
+        return self.counts.failed_attempts
 
     @property
     def default_parallelism(self) -> int:
@@ -79,7 +89,8 @@ class TaskRunner:
         """Run the plans keeping partition i as block i where its task ran."""
         blocks = blocks or self.new_blocks(len(plans), name)
         stored = [plan.storing(ref) for plan, ref in zip(plans, blocks.refs, strict=True)]
-        await self.run_tasks(stored, f"{name} (cache)")
+        sizes = await self.run_tasks(stored, f"{name} (cache)")
+        blocks.sizes = [size[0] for size in sizes]
         return blocks
 
     def empty_rdd(self) -> RDD:
@@ -114,20 +125,26 @@ class TaskRunner:
 
     async def _run_with_retries(self, plan: TaskPlan, index: int, description: str) -> list[Any]:
         attempts = self.conf.task_max_failures
+        counts = [self.counts, *filter(None, [current_operation_counts.get()])]
         last: BaseException | None = None
-        for _ in range(attempts):
+        for attempt in range(attempts):
+            if attempt:
+                _count(counts, "retries")
             try:
                 async with self._in_flight:
                     result = await self.backend.run(plan, index)
-                self.tasks_run += 1
+                _count(counts, "succeeded")
                 return result
             except DataNotSerializableError:  # the same every time: fail the job now
-                self.task_failures += 1
+                _count(counts, "failed_attempts", "failed")
                 raise
             except Exception as exc:  # every other task error is retried, then reported
-                self.task_failures += 1
+                _count(counts, "failed_attempts")
+                if isinstance(exc, WorkerLostError):
+                    _count(counts, "workers_lost")
                 last = exc
         assert last is not None
+        _count(counts, "failed")
         raise TaskFailedError(f"task {index} of {description}", attempts, last) from last
 
     # ---- blocking bridge ----------------------------------------------------------------
@@ -144,6 +161,12 @@ class TaskRunner:
                 "awaitable form (await rdd.acollect(), acount(), atake(), ...)"
             )
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+
+def _count(counts: list[TaskCounts], *names: str) -> None:
+    for c in counts:
+        for name in names:
+            setattr(c, name, getattr(c, name) + 1)
 
 
 def _split(data: Iterable[Any], num_slices: int) -> list[list[Any]]:

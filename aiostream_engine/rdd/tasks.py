@@ -318,7 +318,7 @@ class ShuffleWrite:
 class TaskPlan:
     """One task. ``reads`` are the blocks its stages read besides its input (a state
     partition, a window's previous result): with its input's block they place the task.
-    ``store_as``: keep the output as that block where the task ran, return nothing."""
+    ``store_as``: keep the output as that block where the task ran, return its length."""
 
     input: TaskInput
     stages: tuple[Stage, ...] = ()
@@ -358,7 +358,7 @@ def execute_task(plan: TaskPlan, index: int) -> list[Any]:
         records = list(run_stages(stages, index, plan.input.open(), frames))
         if plan.store_as is not None:
             plan.store_as.put(records)
-            return []
+            return [len(records)]  # the block's size: the UI shows state sizes from it
         return records
     except OperatorError:
         raise

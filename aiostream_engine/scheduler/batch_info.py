@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..executor.task_counts import TaskCounts
+
 
 @dataclass
 class OutputOperationInfo:
@@ -14,6 +16,8 @@ class OutputOperationInfo:
     start_time: float | None = None
     end_time: float | None = None
     failure_reason: str | None = None
+    #: Attempts of the tasks its job ran (retries, failures, workers lost).
+    tasks: TaskCounts = field(default_factory=TaskCounts)
 
     @property
     def duration(self) -> float | None:

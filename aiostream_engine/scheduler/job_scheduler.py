@@ -13,6 +13,7 @@ from ..clock import Clock
 from ..conf import StreamingConf
 from ..dstream.output import Job
 from ..errors import JobFailedError
+from ..executor.task_counts import counting_for
 from ..timeutil import to_seconds
 from .batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 from .listener import (
@@ -92,7 +93,8 @@ class JobScheduler:
             op.start_time = self._clock.now()
             self._bus.post(OutputOperationStarted(op))
             try:
-                await job.run()
+                with counting_for(op.tasks):
+                    await job.run()
             except Exception as exc:  # reported with batch time and operator, stream goes on
                 op.failure_reason = str(exc)
                 self._on_error(JobFailedError(info.batch_time, job.name, exc))

@@ -68,6 +68,9 @@ async def run_stream(
     ``checkpoint_dir``.
     """
     clock = ManualClock(0.0)
+    conf = StreamingConf.of(conf)
+    if conf.ui_enabled is None:
+        conf.ui_enabled = False  # a test run opens no web server unless it asks
     count = num_batches if num_batches is not None else max((len(i) for i in inputs), default=0)
     async with StreamingContext(batch_interval, master=master, conf=conf, clock=clock) as ssc:
         if checkpoint_dir is not None:

@@ -1,0 +1,178 @@
+"""What the UI knows about the run, kept from listener events (Spark's
+StreamingJobProgressListener): batches waiting, running and completed (the last
+``retained_batches``), totals since start, and every input stream's receiver.
+
+It has no web dependency: the REST API, the page and /metrics read it. Its batch records
+are the scheduler's own ``BatchInfo`` objects, so an output operation of a running batch
+shows its start (and end) as soon as the scheduler records them.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+
+from ..clock import Clock
+from ..scheduler.batch_info import BatchInfo
+from ..scheduler.listener import (
+    BatchCompleted,
+    BatchStarted,
+    BatchSubmitted,
+    ReceiverError,
+    ReceiverInfo,
+    ReceiverStarted,
+    ReceiverStopped,
+    StreamingListener,
+    StreamingStarted,
+)
+
+
+def batch_id(info: BatchInfo) -> int:
+    """Spark's batch id: the batch time in milliseconds."""
+    return round(info.batch_time * 1000)
+
+
+@dataclass
+class ReceiverState:
+    """The newest report of one receiver, with the time of its last error."""
+
+    info: ReceiverInfo
+    last_error_time: float | None = None
+
+
+class StreamingStatus(StreamingListener):
+    """A listener; the context adds it when the UI or metrics are on."""
+
+    def __init__(
+        self, clock: Clock, batch_interval: float, input_names: dict[int, str], retained: int
+    ) -> None:
+        self._clock = clock
+        #: Where receivers run: the driver's host (they are tasks on its event loop).
+        self.host = socket.gethostname()
+        self.batch_interval = batch_interval
+        #: Every input stream of the graph (receiver-fed or not), by id.
+        self.input_names = dict(input_names)
+        self.start_time: float | None = None
+        self.waiting: dict[int, BatchInfo] = {}
+        self.running: dict[int, BatchInfo] = {}
+        self.completed: deque[BatchInfo] = deque(maxlen=retained)
+        self.total_completed = 0
+        self.total_failed = 0
+        self.total_received_records = 0
+        self.total_processed_records = 0
+        #: Records per input stream, summed over every batch started.
+        self.records_by_stream: dict[int, int] = dict.fromkeys(self.input_names, 0)
+        self.receivers: dict[int, ReceiverState] = {}
+        self._received: set[int] = set()  # batches counted into total_received_records
+        self._changed = anyio.Event()
+
+    def set_inputs(self, names: dict[int, str]) -> None:
+        """The graph's input streams (known once the context starts)."""
+        self.input_names = dict(names)
+        for stream_id in names:
+            self.records_by_stream.setdefault(stream_id, 0)
+
+    # ---- listener events ----------------------------------------------------------------
+
+    def on_streaming_started(self, event: StreamingStarted) -> None:
+        self.start_time = event.time
+        self._notify()
+
+    def on_receiver_started(self, event: ReceiverStarted) -> None:
+        self._receiver(event.receiver_info)
+
+    def on_receiver_error(self, event: ReceiverError) -> None:
+        self._receiver(event.receiver_info, error=True)
+
+    def on_receiver_stopped(self, event: ReceiverStopped) -> None:
+        self._receiver(event.receiver_info)
+
+    def on_batch_submitted(self, event: BatchSubmitted) -> None:
+        self.waiting[batch_id(event.batch_info)] = event.batch_info
+        self._notify()
+
+    def on_batch_started(self, event: BatchStarted) -> None:
+        info = event.batch_info
+        self.waiting.pop(batch_id(info), None)
+        self.running[batch_id(info)] = info
+        self._count_received(info)
+        self._notify()
+
+    def on_batch_completed(self, event: BatchCompleted) -> None:
+        info = event.batch_info
+        key = batch_id(info)
+        self.waiting.pop(key, None)
+        self.running.pop(key, None)
+        self._count_received(info)  # a batch without jobs completes without starting
+        self._received.discard(key)
+        self.completed.append(info)
+        self.total_completed += 1
+        self.total_failed += info.failed
+        self.total_processed_records += info.num_records
+        self._notify()
+
+    def _count_received(self, info: BatchInfo) -> None:
+        key = batch_id(info)
+        if key in self._received:
+            return
+        self._received.add(key)
+        self.total_received_records += info.num_records
+        for stream_id, input_info in info.stream_id_to_input_info.items():
+            self.records_by_stream[stream_id] = (
+                self.records_by_stream.get(stream_id, 0) + input_info.num_records
+            )
+
+    def _receiver(self, info: ReceiverInfo, error: bool = False) -> None:
+        state = self.receivers.get(info.stream_id)
+        error_time = self._clock.now() if error else state.last_error_time if state else None
+        self.receivers[info.stream_id] = ReceiverState(info, error_time)
+        self._notify()
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def retained_batches(self) -> list[BatchInfo]:
+        """Waiting, running and retained completed batches, oldest first (Spark's
+        ``retainedBatches``: what the averages are taken over)."""
+        active = sorted([*self.waiting.values(), *self.running.values()], key=batch_id)
+        return [*self.completed, *active]
+
+    def batch(self, batch_ms: int) -> BatchInfo | None:
+        found = self.waiting.get(batch_ms) or self.running.get(batch_ms)
+        if found is not None:
+            return found
+        return next((b for b in reversed(self.completed) if batch_id(b) == batch_ms), None)
+
+    def status_of(self, info: BatchInfo) -> str:
+        """Spark's BatchStatus: QUEUED, PROCESSING or COMPLETED."""
+        key = batch_id(info)
+        if key in self.waiting:
+            return "QUEUED"
+        if key in self.running:
+            return "PROCESSING"
+        return "COMPLETED"
+
+    @property
+    def active_receivers(self) -> int:
+        return sum(1 for r in self.receivers.values() if r.info.active)
+
+    # ---- waiting for a change (the live page, tests) -------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def changed(self) -> None:
+        """Returns at the next event the status takes in."""
+        await self._changed.wait()
+
+    async def wait_for_batch(self, batch_time: float) -> BatchInfo:
+        """Wait until the completion of the batch at ``batch_time`` has been seen."""
+        key = round(batch_time * 1000)
+        while True:
+            found = next((b for b in reversed(self.completed) if batch_id(b) == key), None)
+            if found is not None:
+                return found
+            await self.changed()

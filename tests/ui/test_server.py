@@ -1,0 +1,111 @@
+"""Where the UI listens and when it is on; the live feed's bounded per-client queues."""
+
+from __future__ import annotations
+
+import socket
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+from aiostream_engine import ManualClock, StreamingConf, StreamingContext
+from aiostream_engine.ui import ENV_VAR, ui_available, ui_enabled
+from aiostream_engine.ui.live import LiveFeed
+from aiostream_engine.ui.server import bind
+
+from .scenario import Scenario
+
+pytestmark = pytest.mark.anyio
+
+
+def test_a_taken_port_moves_to_the_next_free_one() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sock = bind("127.0.0.1", port, retries=16)
+        try:
+            assert port < sock.getsockname()[1] <= port + 16
+        finally:
+            sock.close()
+        with pytest.raises(OSError, match="no free port for the UI"):
+            bind("127.0.0.1", port, retries=0)
+
+
+async def test_context_on_a_taken_port_serves_on_the_next_and_loopback_only() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        conf = {"ui_enabled": True, "ui_port": port}
+        async with StreamingContext(1.0, master="local", clock=ManualClock(), conf=conf) as ssc:
+            ssc.queue_stream([[1]]).foreach_rdd(lambda rdd: None)
+            assert ssc.ui_url is None
+            await ssc.start()
+            url = ssc.ui_url
+            assert url is not None and url.startswith("http://127.0.0.1:")
+            assert int(url.rsplit(":", 1)[1].strip("/")) > port
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("api/v1/applications")).status_code == 200
+        with pytest.raises(httpx.ConnectError):  # stopped with the context
+            httpx.get(url)
+
+
+def test_when_the_ui_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert ui_enabled(StreamingConf()) is ui_available() is True  # the dev extra has it
+    assert ui_enabled(StreamingConf(ui_enabled=False)) is False
+    monkeypatch.setenv(ENV_VAR, "false")
+    assert ui_enabled(StreamingConf()) is False
+    assert ui_enabled(StreamingConf.of({"spark.ui.enabled": "true"})) is True
+    monkeypatch.setenv(ENV_VAR, "1")
+    assert ui_enabled(StreamingConf()) is True
+
+
+async def test_testing_helper_and_suite_default_serve_nothing() -> None:
+    from aiostream_engine.testing import run_stream
+
+    assert await run_stream(lambda s: s.map(lambda x: x + 1), [[1], [2]]) == [[2], [3]]
+    async with StreamingContext(1.0, master="local", clock=ManualClock()) as ssc:
+        ssc.queue_stream([[1]]).foreach_rdd(lambda rdd: None)
+        await ssc.start()
+        assert ssc.ui_url is None and ssc._ui is None
+
+
+async def test_a_lagging_client_is_dropped_and_the_others_keep_up() -> None:
+    async with Scenario() as run:
+        feed = LiveFeed(run.status, queue_size=4)
+        slow = feed.subscribe()  # never read
+        fast = feed.subscribe()
+        got: list[bytes] = []
+        for i in range(10):
+            feed.publish("batch", {"n": i})  # never waits
+            got.append(fast.receive_nowait())
+        assert feed.dropped == 1 and feed.clients == 1
+        assert [orjson.loads(m.split(b"data: ")[1]) for m in got] == [{"n": i} for i in range(10)]
+        assert len([slow.receive_nowait() for _ in range(4)]) == 4
+        with pytest.raises(anyio.EndOfStream):  # its stream ended: the browser reconnects
+            slow.receive_nowait()
+        feed.close()
+        with pytest.raises(anyio.EndOfStream):
+            fast.receive_nowait()
+
+
+async def test_event_stream_pushes_each_batch() -> None:
+    async with Scenario() as run, httpx.AsyncClient(base_url=run.ssc.ui_url, timeout=10) as client:
+        async with client.stream("GET", "api/ui/events") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            assert await anext(lines) == "retry: 2000"
+            await run.until(lambda: run.ssc._ui is not None and run.ssc._ui.feed.clients == 1)
+            run.clock.set_time(1.0)
+            events = []
+            while len(events) < 3:
+                line = await anext(lines)
+                if line.startswith("data: "):
+                    events.append(orjson.loads(line[6:]))
+    assert [(e["id"], e["status"]) for e in events] == [
+        (1000, "QUEUED"), (1000, "PROCESSING"), (1000, "COMPLETED")
+    ]
+    assert events[-1]["records"] == 3 and events[-1]["inputs"] == {"0": 3}
