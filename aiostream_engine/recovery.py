@@ -222,8 +222,14 @@ class CheckpointManager:
             name: {"signature": signature(stream), "data": await stream.checkpoint_data(time_ms)}  # type: ignore[attr-defined]
             for name, stream in self._stateful.items()
         }
+        # Batches after time_ms may be generated while this runs (the clock goes on): the
+        # snapshot holds the history as of time_ms, and recovery recomputes the later ones.
         history = {
-            name: {t: await rdd.acollect_partitions() for t, rdd in stream._generated.items()}
+            name: {
+                t: await rdd.acollect_partitions()
+                for t, rdd in list(stream._generated.items())
+                if t <= time_ms
+            }
             for name, stream in self._history.items()
         }
         payload = {"time_ms": time_ms, "streams": streams, "history": history}
