@@ -22,6 +22,7 @@ fails, and the task runner retries it (``task_max_failures``) on the same range.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import time
 import weakref
@@ -195,9 +196,13 @@ def _thread_kafka() -> _ThreadKafka:
 
 def close_thread_consumers() -> None:
     """Close every consumer this process's threads cached (the driver calls it at stop:
-    with ``master="local"`` the tasks ran on its threads). Blocking: run it off the loop."""
+    with ``master="local"`` the tasks ran on its threads; a worker process at exit).
+    Blocking: run it off the loop."""
     with _all_lock:
         every, _all[:] = list(_all), []
     for kafka in every:
         kafka.close()
-    _local.__dict__.pop("kafka", None)
+
+
+# A worker process ends when the driver closes its pipe: leave the brokers politely.
+atexit.register(close_thread_consumers)
