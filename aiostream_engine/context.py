@@ -518,6 +518,10 @@ class StreamingContext:
             stream.get_or_compute(time_ms)
 
     async def _batch_completed(self, time_ms: int) -> None:
+        for stream in self._inputs:  # counts only the tasks could tell (worker decoding)
+            await stream.batch_completed(time_ms)
+        for stream in self._inputs:
+            stream.release_info(time_ms)
         if self._checkpoints is not None:
             await self._checkpoints.batch_completed(time_ms)
         for output in self._outputs:

@@ -23,11 +23,15 @@ Load sharing. ``num_receivers`` > 1 needs ``shared_group``: each receiver subscr
 ``$share/<group>/<filter>`` (MQTT 5 shared subscriptions), the broker spreads the messages
 over them, and their streams are unioned into one.
 
-Decoding. ``decoder`` is "json" (orjson), "text" (UTF-8), "raw" (bytes) or a callable on the
-payload bytes. A payload that fails to decode goes to the dead letters as
-``DeadLetter(topic, payload bytes, error)``: counted (``MqttReceiver.dead_letter_count``),
-reported to listeners, stored in the ``dead_letters()`` stream if the program asked for it,
-and acknowledged like any other message; it never stops the receiver.
+Decoding. The receiver stores messages undecoded; they are decoded on the workers, as the
+first stage of the stream's tasks (``aiostream_engine.decoding``), so the event loop never
+runs the decoder. ``decoder`` is "json" (orjson), "text" (UTF-8), "raw" (bytes) or a
+callable on the payload bytes (it travels to the workers with the tasks). A payload that
+fails to decode becomes ``DeadLetter(topic, payload bytes, error)``: in the
+``dead_letters()`` stream, in arrival order, counted in the batch's info (the stream's
+records are the messages that decoded), counted on the receiver
+(``MqttReceiver.dead_letter_count``) and reported to listeners once its batch completes; it
+was acknowledged like any other message and never stops the receiver.
 """
 
 from __future__ import annotations
@@ -36,14 +40,15 @@ import ssl
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 import orjson
 
+from aiostream_engine.decoding import DeadLetterInputDStream, DecodedReceiverInputDStream, ItemDecoder
 from aiostream_engine.dstream.base import DStream
-from aiostream_engine.dstream.input import ReceiverInputDStream
 from aiostream_engine.dstream.transformed import UnionDStream
 from aiostream_engine.receiver.base import Receiver
 from aiostream_engine.sources.mqtt_client import MqttClient
@@ -63,7 +68,6 @@ __all__ = [
     "MqttUnionDStream", "ProtocolError", "TIMESTAMP_PROPERTY", "mqtt_stream", "resolve_decoder",
 ]
 
-DEAD_LETTERS = "dead_letters"
 #: MQTT 5 (the default: message properties, session expiry) or 3.1.1 (no properties).
 #: mosquitto serves shared subscriptions ($share/...) to 3.1.1 clients too.
 PROTOCOLS = ("5", "3.1.1")
@@ -116,6 +120,26 @@ def resolve_decoder(decoder: str | Decoder) -> Decoder:
     return DECODERS[decoder]
 
 
+#: A stored, undecoded message: (topic, payload, qos, retain, packet id, broker time,
+#: arrival time).
+RawMessage = tuple[str, bytes, int, bool, int, "float | None", float]
+
+
+def _record(decode: Decoder, message: RawMessage) -> MqttRecord:
+    topic, payload, qos, retain, mid, timestamp, arrival = message
+    return MqttRecord(topic, decode(payload), timestamp, arrival, qos, retain, mid)
+
+
+def _dead_letter(message: RawMessage, error: Exception) -> DeadLetter:
+    return DeadLetter(message[0], message[1], f"{type(error).__name__}: {error}", message[4])
+
+
+def message_decoder(decoder: str | Decoder) -> ItemDecoder:
+    """The worker-side decoder of stored messages: MqttRecords, DeadLetters for payloads
+    ``decoder`` refuses."""
+    return ItemDecoder(partial(_record, resolve_decoder(decoder)), _dead_letter)
+
+
 class MqttReceiver(Receiver):
     """Subscribes to ``topics`` and stores what arrives as one block per block interval
     (sooner when ``max_block_records`` are waiting, or half the broker's window of
@@ -155,7 +179,7 @@ class MqttReceiver(Receiver):
         self.clean_start = clean_start
         self.username, self.password = username, password
         self.tls = ssl.create_default_context() if tls is True else (tls or None)
-        self.decode = resolve_decoder(decoder)
+        self.decoder = decoder
         self.session_expiry = session_expiry
         self.max_block_records = max_block_records
         self.max_inflight = max_inflight
@@ -170,10 +194,10 @@ class MqttReceiver(Receiver):
         self.messages_received = 0
         #: Messages stored (and acknowledged), dead letters included.
         self.messages_stored = 0
+        #: Messages whose payload did not decode (counted as their batches complete).
         self.dead_letter_count = 0
         self.connections = 0
-        # Main stream and dead letters are seeded separately on recovery: room for both.
-        self.redeliveries = RedeliveryFilter(2 * max_inflight)
+        self.redeliveries = RedeliveryFilter(max_inflight)
 
     def _client(self) -> MqttClient:
         return MqttClient(
@@ -225,12 +249,19 @@ class MqttReceiver(Receiver):
             raise
 
     def on_recovered(self, records: list[Any]) -> None:
-        """The write-ahead log's records (oldest first), main stream and dead letters:
-        the messages stored before a crash, whose PUBACK the broker may not have read."""
-        self.redeliveries.remember(
-            (r.packet_id, r.topic, r.payload)
-            for r in records
-            if isinstance(r, MqttRecord | DeadLetter)
+        """The write-ahead log's messages (oldest first): those stored before a crash,
+        whose PUBACK the broker may not have read."""
+        self.redeliveries.remember((m[4], m[0], m[1]) for m in records[-self.max_inflight:])
+
+    def dead_letters_found(self, time_ms: int, records: int, dead: list[DeadLetter]) -> None:
+        """A batch's messages were decoded on the workers: count and report its dead
+        letters (the stream calls it as the batch completes)."""
+        if not dead:
+            return
+        self.dead_letter_count += len(dead)
+        self.report_error(
+            f"{len(dead)} undecodable payload(s) sent to dead letters "
+            f"(first on {dead[0].topic}: {dead[0].error})"
         )
 
     def _must_flush(self) -> bool:
@@ -259,49 +290,41 @@ class MqttReceiver(Receiver):
             raise MqttError(f"subscription refused: {refused or codes}")
 
     async def _store(self, client: MqttClient, bursts: list[tuple[float, list[Publish]]]) -> None:
-        """Decode, store (main stream and dead letters), then acknowledge."""
-        records: list[MqttRecord] = []
-        dead: list[DeadLetter] = []
-        decode = self.decode
-        redeliveries = self.redeliveries
-        keep = records.append
-        for arrival, burst in bursts:
-            for topic, payload, qos, retain, mid, timestamp, _ in burst:
-                try:
-                    value = decode(payload)
-                except Exception as exc:  # any decoder failure is a dead letter, never fatal
-                    if not redeliveries.is_redelivery(mid, topic, payload):
-                        dead.append(DeadLetter(topic, payload, f"{type(exc).__name__}: {exc}", mid))
-                    continue
-                if not redeliveries.is_redelivery(mid, topic, value):
-                    keep(MqttRecord(topic, value, timestamp, arrival, qos, retain, mid))
-        if records:
-            await self.store_block(records)
-        if dead:
-            await self.store_block(dead, channel=DEAD_LETTERS)
-            self.dead_letter_count += len(dead)
-            self.report_error(
-                f"{len(dead)} undecodable payload(s) sent to dead letters "
-                f"(first on {dead[0].topic}: {dead[0].error})"
-            )
+        """Store the messages undecoded (they are decoded on the workers), then
+        acknowledge them."""
+        is_redelivery = self.redeliveries.is_redelivery
+        messages: list[RawMessage] = [
+            (topic, payload, qos, retain, mid, timestamp, arrival)
+            for arrival, burst in bursts
+            for topic, payload, qos, retain, mid, timestamp, _ in burst
+            if not is_redelivery(mid, topic, payload)
+        ]
+        if messages:
+            await self.store_block(messages)
         if self.qos:
             # The filter keeps only its window of the most recent ones: hash no more.
-            window = 2 * self.max_inflight
-            redeliveries.remember((r.packet_id, r.topic, r.payload) for r in records[-window:])
-            redeliveries.remember((d.packet_id, d.topic, d.payload) for d in dead[-window:])
-        self.messages_stored += len(records) + len(dead)
+            self.redeliveries.remember(
+                (m[4], m[0], m[1]) for m in messages[-self.max_inflight:]
+            )
+        self.messages_stored += len(messages)
         client.ack(chain.from_iterable(burst for _, burst in bursts))
 
 
-class MqttInputDStream(ReceiverInputDStream):
-    """The stream of one MQTT receiver, with its dead letters as a side stream."""
+class MqttInputDStream(DecodedReceiverInputDStream):
+    """The stream of one MQTT receiver, decoded on the workers; ``dead_letters()`` holds
+    ``DeadLetter(topic, payload bytes, error)`` of every payload that failed to decode
+    (call it before the context starts)."""
 
     receiver: MqttReceiver
 
-    def dead_letters(self) -> DStream:
-        """``DeadLetter(topic, payload bytes, error)`` of every payload that failed to
-        decode; call it before the context starts."""
-        return self.channel_stream(DEAD_LETTERS)
+    def __init__(self, ssc: StreamingContext, receiver: MqttReceiver, name: str) -> None:
+        super().__init__(
+            ssc, receiver, name, message_decoder(receiver.decoder),
+            on_finished=receiver.dead_letters_found,
+        )
+
+    def dead_letters(self) -> DeadLetterInputDStream:
+        return super().dead_letters()
 
 
 class MqttUnionDStream(UnionDStream):

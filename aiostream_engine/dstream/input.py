@@ -32,15 +32,36 @@ class InputDStream(DStream):
         self.id = ssc._register_input(self)
         self._records: dict[int, int] = {}
         self._metadata: dict[int, dict[str, Any]] = {}
+        #: The infos given out for batches not yet completed (amended as tasks report).
+        self._issued: dict[int, StreamInputInfo] = {}
 
     async def prepare(self, time_ms: int) -> None:
         return None
 
     def input_info_at(self, time_ms: int) -> StreamInputInfo:
         """What this stream contributed to batch t (for BatchInfo); asked once per batch."""
-        return StreamInputInfo(
+        info = StreamInputInfo(
             self.id, self._records.pop(time_ms, 0), self._metadata.pop(time_ms, {})
         )
+        self._issued[time_ms] = info
+        return info
+
+    def _amend_info(self, time_ms: int, num_records: int | None = None, **metadata: Any) -> None:
+        """Correct batch t's info before the batch completes (a count known only once its
+        tasks ran: records decoded on the workers, dead letters)."""
+        info = self._issued.get(time_ms)
+        if info is None:
+            return
+        if num_records is not None:
+            info.num_records = num_records
+        info.metadata.update(metadata)
+
+    async def batch_completed(self, time_ms: int) -> None:
+        """Batch t's jobs are done; listeners hear of it after every input's call."""
+        return None
+
+    def release_info(self, time_ms: int) -> None:
+        self._issued.pop(time_ms, None)
 
     def _count(self, time_ms: int, partitions: list[list[Any]]) -> None:
         self._records[time_ms] = sum(len(p) for p in partitions)
@@ -196,34 +217,11 @@ def _block(stream_id: int, entry: WalEntry) -> Block:
 
 
 class ReceiverInputDStream(BlockInputDStream):
-    """An input stream fed by a Receiver; each block received becomes one partition.
-
-    The receiver may feed side streams too (``channel_stream``), e.g. dead letters."""
+    """An input stream fed by a Receiver; each block received becomes one partition."""
 
     def __init__(self, ssc: StreamingContext, receiver: Receiver, name: str) -> None:
         super().__init__(ssc, name)
         self.receiver = receiver
-        self.channels: dict[str, ChannelInputDStream] = {}
 
     def _source_receiver(self) -> Receiver:
         return self.receiver
-
-    def channel_stream(self, channel: str) -> ChannelInputDStream:
-        """The stream of what the receiver stores into ``channel`` (created once)."""
-        if channel not in self.channels:
-            self.channels[channel] = ChannelInputDStream(self._ssc, self, channel)
-        return self.channels[channel]
-
-
-class ChannelInputDStream(BlockInputDStream):
-    """A side stream of a receiver: the blocks it stores with ``store_block(channel=...)``.
-    It has its own block generator (and log), so it is batched, bounded, logged and
-    recovered exactly like the receiver's main stream."""
-
-    def __init__(self, ssc: StreamingContext, parent: ReceiverInputDStream, channel: str) -> None:
-        super().__init__(ssc, f"{parent.name}.{channel}")
-        self.parent = parent
-        self.channel = channel
-
-    def _source_receiver(self) -> Receiver:
-        return self.parent.receiver

@@ -17,6 +17,7 @@ import anyio
 from ..conf import StreamingConf
 from ..errors import ContextStateError, DataNotSerializableError, TaskFailedError
 from ..rdd.core import RDD, ParallelCollectionRDD
+from ..rdd.side_output import SideChannels
 from ..rdd.tasks import TaskPlan
 from .base import ExecutorBackend, WorkerLostError
 from .block_store import CachedBlocks, new_block_refs
@@ -40,6 +41,8 @@ class TaskRunner:
         self._in_flight = anyio.Semaphore(limit)
         #: Task attempts of the whole run (per output operation: ``OutputOperationInfo.tasks``).
         self.counts = TaskCounts()
+        #: Where the side outputs of tasks go (e.g. a decode stage's dead letters).
+        self.side_channels = SideChannels()
 
     @property
     def tasks_run(self) -> int:
@@ -134,6 +137,7 @@ class TaskRunner:
                 async with self._in_flight:
                     result = await self.backend.run(plan, index)
                 _count(counts, "succeeded")
+                self.side_channels.deliver(result)
                 return result
             except DataNotSerializableError:  # the same every time: fail the job now
                 _count(counts, "failed_attempts", "failed")

@@ -37,6 +37,7 @@ from ..errors import DataNotSerializableError, OperatorError
 from ..executor.block_store import BlockRef
 from ..hashing import stable_hash
 from .fusion import RecordStep, combine_steps, line_owners, run_steps
+from .side_output import collecting, with_side
 
 StageFunction = Callable[[int, Iterator[Any]], Iterable[Any]]
 
@@ -58,6 +59,9 @@ class Stage:
     function: StageFunction
     index: int | None = None
     steps: tuple[RecordStep, ...] = ()
+    #: The function's output raises nothing but ``OperatorError`` (it names its operator
+    #: itself), so the task iterates it as it is, without a guard around every record.
+    checked: bool = False
 
     def at(self, index: int) -> Stage:
         return dataclasses.replace(self, index=index)
@@ -132,8 +136,8 @@ def _open_stage(stage: Stage, index: int, upstream: Iterable[Any], frames: Stage
         if output.gi_frame is not None:  # None: it already finished, it cannot raise
             frames[output.gi_frame] = stage.operator
         return output
-    if isinstance(output, list | tuple):
-        return output  # already computed: iterating it cannot fail
+    if isinstance(output, list | tuple) or stage.checked:
+        return output  # already computed, or it names its own errors
     return _guard(stage.operator, lambda: output, frames)
 
 
@@ -348,7 +352,14 @@ class TaskPlan:
 
 
 def execute_task(plan: TaskPlan, index: int) -> list[Any]:
-    """Run a task; returns its records, or its buckets when it is a shuffle map task."""
+    """Run a task; returns its records, or its buckets when it is a shuffle map task. The
+    side outputs its stages emitted ride along (a ``TaskOutput``, see ``side_output``):
+    a backend returns the result object as it is."""
+    with collecting() as side:
+        return with_side(_execute(plan, index), side)
+
+
+def _execute(plan: TaskPlan, index: int) -> list[Any]:
     frames: StageFrames = {}
     write = plan.shuffle_write
     stages = fuse_record_stages(plan.stages)
@@ -368,9 +379,11 @@ def execute_task(plan: TaskPlan, index: int) -> list[Any]:
 
 def execute_packed(plan: TaskPlan, index: int) -> list[Any]:
     """``execute_task`` for a backend that moves results between processes: a shuffle map
-    task's buckets come back packed (``PackedBucket``)."""
+    task's buckets come back packed (``PackedBucket``), with the task's side outputs."""
     result = execute_task(plan, index)
-    return result if plan.shuffle_write is None else [_pack(bucket) for bucket in result]
+    if plan.shuffle_write is None:
+        return result
+    return with_side([_pack(bucket) for bucket in result], list(getattr(result, "side", ())))
 
 
 def _write_buckets(

@@ -8,10 +8,6 @@ Reliable receivers (a source that redelivers what was not acknowledged: MQTT QoS
 queue) use ``await self.store_block(records)`` instead and acknowledge their source only
 after it returns: the block is then durable (in the write-ahead log when it is on), so a
 crash never loses an acknowledged record.
-
-A receiver may feed side streams ("channels", e.g. dead letters): the input stream declares
-them (``ReceiverInputDStream.channel_stream``) and the receiver stores into them with
-``store_block(records, channel=name)``; a channel nobody asked for drops what it is given.
 """
 
 from __future__ import annotations
@@ -74,26 +70,19 @@ class Receiver:
         """Store several records as one unit."""
         await self._require_supervisor().blocks.store_many(records)
 
-    async def store_block(self, records: Iterable[Any], *, channel: str | None = None) -> None:
+    async def store_block(self, records: Iterable[Any]) -> None:
         """Store ``records`` as one block now (bypassing the buffer), waiting while the block
         queue is full; returns once the block is durable: written (and fsynced) to the
         write-ahead log when it is on, else queued for the next batch. Acknowledge the
         source only after this returns."""
-        supervisor = self._require_supervisor()
-        blocks = supervisor.blocks if channel is None else supervisor.channels.get(channel)
-        if blocks is not None:
-            await blocks.store_block(records)
+        await self._require_supervisor().blocks.store_block(records)
 
     store_reliably = store_block
 
-    def has_channel(self, channel: str) -> bool:
-        """Whether a stream reads ``channel`` (else storing into it is a no-op)."""
-        return channel in self._require_supervisor().channels
-
     def on_recovered(self, records: list[Any]) -> None:
         """Called before the first run after a crash with the records the write-ahead log
-        still holds for one of this receiver's streams (oldest first), for receivers whose
-        source redelivers what was stored but not yet acknowledged (MQTT)."""
+        still holds for this receiver's stream (oldest first), for receivers whose source
+        redelivers what was stored but not yet acknowledged (MQTT)."""
         return None
 
     def report_healthy(self) -> None:

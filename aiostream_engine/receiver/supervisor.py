@@ -33,13 +33,10 @@ class ReceiverSupervisor:
         clock: Clock,
         bus: ListenerBus,
         restart_delay: float,
-        channels: dict[str, BlockGenerator] | None = None,
     ) -> None:
         self.receiver = receiver
         self.stream_id = stream_id
         self.blocks = blocks
-        #: Side streams the receiver feeds (e.g. dead letters), by channel name.
-        self.channels = channels or {}
         self.clock = clock
         self._bus = bus
         self._restart_delay = restart_delay

@@ -1,9 +1,9 @@
 """Runs every receiver of the graph and allocates their blocks to batches.
 
-Each block stream (a receiver's own stream, and each side channel it feeds) has one block
-generator, and, with the write-ahead log on, one log. Blocks of a batch are released from
-the log once the batch has completed and a state checkpoint covers it (so a recovery that
-recomputes batches after that checkpoint still finds their blocks).
+Each receiver's stream has one block generator, and, with the write-ahead log on, one log.
+Blocks of a batch are released from the log once the batch has completed and a state
+checkpoint covers it (so a recovery that recomputes batches after that checkpoint still
+finds their blocks).
 """
 
 from __future__ import annotations
@@ -89,21 +89,18 @@ class ReceiverTracker:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Start a supervisor per receiver and a block generator per block stream (the
-        receiver's and its channels'); run until stopped."""
+        """Start a supervisor and a block generator per receiver; run until stopped."""
         async with anyio.create_task_group() as tg:
             self._scope = tg.cancel_scope
             for stream in streams:
                 blocks = self._generator(stream)
-                channels = {name: self._generator(s) for name, s in stream.channels.items()}
                 supervisor = ReceiverSupervisor(
                     stream.receiver, stream.id, blocks, self._clock, self._bus,
-                    self._conf.receiver_restart_delay, channels,
+                    self._conf.receiver_restart_delay,
                 )
                 self.supervisors[stream.id] = supervisor
                 tg.start_soon(supervisor.run, name=f"receiver {stream.name}")
-                for generator in (blocks, *channels.values()):
-                    tg.start_soon(generator.run, name=f"block generator {generator.stream_id}")
+                tg.start_soon(blocks.run, name=f"block generator {stream.id}")
             task_status.started()
             await anyio.sleep_forever()
 
