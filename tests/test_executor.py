@@ -77,8 +77,13 @@ async def _kill_on_first_announcement(listener, victim: int) -> None:  # type: i
 
 
 async def test_event_loop_stays_responsive_during_cpu_heavy_batch() -> None:
-    """2 s of CPU work on local[2]; a 10 ms ticker on the loop must never lag 50 ms."""
-    lags: list[float] = []
+    """2 s of CPU work on local[2]; a 10 ms ticker on the loop: the loop's thread never
+    works 50 ms at a stretch, and never waits as long as one task's CPU (0.5 s).
+
+    The stretch of work is the loop thread's own CPU time across a tick (it cannot grow
+    because other programs load the machine); the wall-clock lag can, so it is held only
+    to what would show a task run on, or waited for by, the loop."""
+    ticks: list[tuple[float, float]] = []  # (wall-clock lag, loop thread CPU) per tick
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         out = collect_batches(
             ssc.queue_stream([ssc.spark_context.parallelize(range(8), 4)]).map(_burn(0.5))
@@ -89,9 +94,9 @@ async def test_event_loop_stays_responsive_during_cpu_heavy_batch() -> None:
         async def ticker() -> None:
             # Real time on purpose: the lag of a wall-clock sleep is what is measured.
             while not finished.is_set():
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 await anyio.sleep(TICK)
-                lags.append(time.perf_counter() - start - TICK)
+                ticks.append((time.perf_counter() - start - TICK, time.thread_time() - cpu))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker)
@@ -101,8 +106,11 @@ async def test_event_loop_stays_responsive_during_cpu_heavy_batch() -> None:
             finished.set()
     assert sorted(out[0][1]) == list(range(8))
     assert elapsed >= 1.9  # 8 x 0.5 s of CPU on two workers
-    assert len(lags) > 100
-    assert max(lags) < 0.05, f"event loop lagged {max(lags) * 1000:.0f} ms"
+    assert len(ticks) > 100
+    worked = max(cpu for _, cpu in ticks)
+    assert worked < 0.05, f"the event loop worked {worked * 1000:.0f} ms without a break"
+    lagged = max(lag for lag, _ in ticks)
+    assert lagged < 0.5, f"event loop lagged {lagged * 1000:.0f} ms"
 
 
 @pytest.mark.parametrize("master", ["local", "local[2]"])
