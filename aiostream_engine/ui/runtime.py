@@ -81,6 +81,7 @@ class StreamingUI:
         """The probe, and with ``serve`` the web server on the configured host and port."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.lag.run, name="event-loop lag probe")
+            tg.start_soon(self.feed.run, name="live feed")
             if serve:
                 conf = self._ssc.conf
                 self._server = UIServer(self.app, conf.ui_host, conf.ui_port, conf.ui_port_retries)

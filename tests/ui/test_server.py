@@ -80,10 +80,15 @@ async def test_a_lagging_client_is_dropped_and_the_others_keep_up() -> None:
         fast = feed.subscribe()
         got: list[bytes] = []
         for i in range(10):
-            feed.publish("batch", {"n": i})  # never waits
+            feed.publish("batch", {"n": i})
+            feed.publish("batch", {"n": -i})
+            feed.flush()  # one burst; never waits
             got.append(fast.receive_nowait())
         assert feed.dropped == 1 and feed.clients == 1
-        assert [orjson.loads(m.split(b"data: ")[1]) for m in got] == [{"n": i} for i in range(10)]
+        messages = [m for burst in got for m in burst.split(b"\n\n") if m]
+        assert [orjson.loads(m.split(b"data: ")[1]) for m in messages] == [
+            {"n": s * i} for i in range(10) for s in (1, -1)
+        ]
         assert len([slow.receive_nowait() for _ in range(4)]) == 4
         with pytest.raises(anyio.EndOfStream):  # its stream ended: the browser reconnects
             slow.receive_nowait()
