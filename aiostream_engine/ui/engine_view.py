@@ -79,10 +79,22 @@ class EngineView:
                 found.append(WalCounters(stream_id, wal.appends, wal.fsyncs, written))
         return found
 
+    def _checkpoint_counter(self, name: str) -> float | None:
+        manager = self._ssc._checkpoints
+        if manager is None:
+            return None
+        holder = getattr(manager, "statistics", manager)  # durability keeps them apart
+        value = getattr(holder, name, None)
+        return value if isinstance(value, int | float) else None
+
     def checkpoint_writes(self) -> int | None:
         """Checkpoint files written (metadata and state); None without checkpointing."""
-        manager = self._ssc._checkpoints
-        return manager.writes if manager is not None else None
+        writes = self._checkpoint_counter("writes")
+        return None if writes is None else int(writes)
+
+    def checkpoint_write_seconds(self) -> float | None:
+        """Seconds spent writing checkpoint files, when the checkpoint writer counts them."""
+        return self._checkpoint_counter("write_seconds")
 
     def state_sizes(self) -> dict[str, int]:
         """Keys held by each stateful stream after its newest computed batch."""
@@ -109,6 +121,7 @@ class EngineView:
             "stateSizes": self.state_sizes(),
             "wal": [vars(w) for w in self.wal()],
             "checkpointWrites": self.checkpoint_writes(),
+            "checkpointWriteSeconds": self.checkpoint_write_seconds(),
             "loopLag": {"last": self.lag.last, "max": self.lag.max},
             "listenerEventsDropped": self.listener_events_dropped(),
         }

@@ -15,20 +15,16 @@ one family here; a new listener event by one ``on_*`` method.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..scheduler.listener import (
-    BatchCompleted,
-    BatchSubmitted,
-    OutputOperationCompleted,
-    StreamingListener,
-)
+from ..scheduler.listener import BatchCompleted, BatchSubmitted, StreamingListener
 from .engine_view import EngineView
 from .live import LiveFeed
-from .status import StreamingStatus, batch_id
+from .status import StreamingStatus
 
 #: Seconds: from a 0.1 s batch's few milliseconds to a minute-long batch falling behind.
 DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -53,9 +49,9 @@ class StreamingMetrics(StreamingListener):
             "aiostream_batches_completed", "Batches whose jobs have all finished.",
             registry=registry,
         )
-        self.batches_failed = Counter(
-            "aiostream_batches_failed", "Batches with at least one failed output operation.",
-            registry=registry,
+        self.checkpoint_failures = Counter(
+            "aiostream_checkpoint_write_failures", "Checkpoint writes that failed (each attempt).",
+            ["kind"], registry=registry,
         )
         self.records = Counter(
             "aiostream_records_received", "Records each input stream put into batches.",
@@ -98,8 +94,6 @@ class StreamingMetrics(StreamingListener):
             buckets=LAG_BUCKETS, registry=registry,
         )
         view.lag.observe(self.loop_lag.observe)
-        self._failed: dict[int, None] = {}  # batches already counted as failed (in order)
-        self._retained = status.completed.maxlen or 1000
         registry.register(EngineCollector(view, status, feed))
 
     def set_inputs(self, names: dict[int, str]) -> None:
@@ -113,21 +107,13 @@ class StreamingMetrics(StreamingListener):
             name = self._names.get(stream_id, f"stream-{stream_id}")
             self.records.labels(str(stream_id), name).inc(info.num_records)
 
-    def on_output_operation_completed(self, event: OutputOperationCompleted) -> None:
-        op = event.output_operation_info
-        key = round(op.batch_time * 1000)
-        if op.failure_reason and key not in self._failed:
-            self._failed[key] = None
-            self.batches_failed.inc()
-            while len(self._failed) > self._retained:
-                del self._failed[next(iter(self._failed))]
+    def on_checkpoint_write_failed(self, event: Any) -> None:
+        """``CheckpointWriteFailed`` (durability): one failed attempt to write a file."""
+        self.checkpoint_failures.labels(str(getattr(event, "kind", "checkpoint"))).inc()
 
     def on_batch_completed(self, event: BatchCompleted) -> None:
         info = event.batch_info
         self.batches_completed.inc()
-        if info.failed and batch_id(info) not in self._failed:
-            self._failed[batch_id(info)] = None
-            self.batches_failed.inc()
         self.last_records.set(info.num_records)
         for value, histogram, gauge in (
             (info.scheduling_delay, self.scheduling_delay, self.last_scheduling_delay),
@@ -164,6 +150,8 @@ class EngineCollector(Collector):
             ("aiostream_worker_restarts", "Workers lost mid-task and replaced.", tasks.workers_lost),
             ("aiostream_listener_events_dropped", "Listener events dropped (queue full).",
              view.listener_events_dropped()),
+            ("aiostream_batches_failed", "Batches with a failed output operation.",
+             self._status.total_failed),
         ):
             yield CounterMetricFamily(name, doc, value=value)
 
@@ -178,11 +166,14 @@ class EngineCollector(Collector):
             "aiostream_dead_letters", "Records a source could not decode (dead letters).",
             labels=STREAM_LABELS,
         )
+        dead_letters = dict(self._status.dead_letters_by_stream)
         for r in receivers:
             labels = [str(r.stream_id), r.name]
             restarts.add_metric(labels, r.restarts)
             errors.add_metric(labels, r.errors)
-            dead.add_metric(labels, r.dead_letters)
+            dead_letters[r.stream_id] = dead_letters.get(r.stream_id, 0) + r.dead_letters
+        for stream_id, count in sorted(dead_letters.items()):
+            dead.add_metric([str(stream_id), self._status.input_names.get(stream_id, "")], count)
         yield from (restarts, errors, dead)
 
         active = GaugeMetricFamily(
@@ -222,6 +213,12 @@ class EngineCollector(Collector):
             yield CounterMetricFamily(
                 "aiostream_checkpoint_writes", "Checkpoint files written (metadata and state).",
                 value=writes,
+            )
+        seconds = view.checkpoint_write_seconds()
+        if seconds is not None:
+            yield CounterMetricFamily(
+                "aiostream_checkpoint_write_seconds", "Time spent writing checkpoint files.",
+                value=seconds,
             )
 
         keys = GaugeMetricFamily(

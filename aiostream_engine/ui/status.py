@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -21,6 +22,7 @@ from ..scheduler.listener import (
     BatchCompleted,
     BatchStarted,
     BatchSubmitted,
+    OutputOperationCompleted,
     ReceiverError,
     ReceiverInfo,
     ReceiverStarted,
@@ -65,7 +67,11 @@ class StreamingStatus(StreamingListener):
         self.total_processed_records = 0
         #: Records per input stream, summed over every batch started.
         self.records_by_stream: dict[int, int] = dict.fromkeys(self.input_names, 0)
+        #: Dead letters per input stream, from batches' ``dead_letters`` metadata (streams
+        #: decoded on the workers amend it when the batch completes).
+        self.dead_letters_by_stream: dict[int, int] = {}
         self.receivers: dict[int, ReceiverState] = {}
+        self._failed: dict[int, None] = {}  # ids of failed batches, oldest first (bounded)
         self._received: set[int] = set()  # batches counted into total_received_records
         self._changed = anyio.Event()
 
@@ -110,9 +116,36 @@ class StreamingStatus(StreamingListener):
         self._received.discard(key)
         self.completed.append(info)
         self.total_completed += 1
-        self.total_failed += info.failed
+        if info.failed:
+            self._mark_failed(key)
         self.total_processed_records += info.num_records
+        for stream_id, input_info in info.stream_id_to_input_info.items():
+            dead = input_info.metadata.get("dead_letters")
+            if isinstance(dead, int) and dead:
+                self.dead_letters_by_stream[stream_id] = (
+                    self.dead_letters_by_stream.get(stream_id, 0) + dead
+                )
         self._notify()
+
+    def on_output_operation_completed(self, event: OutputOperationCompleted) -> None:
+        op = event.output_operation_info
+        if op.failure_reason:
+            self._mark_failed(round(op.batch_time * 1000))
+
+    def on_output_operation_failed(self, event: Any) -> None:
+        """An output operation's attempt raised (``OutputOperationFailed``); without a retry
+        to come its batch has failed, whether or not it ever completes."""
+        if getattr(event, "retry_in", None) is None:
+            self._mark_failed(round(event.output_operation_info.batch_time * 1000))
+            self._notify()
+
+    def _mark_failed(self, key: int) -> None:
+        if key in self._failed:
+            return
+        self._failed[key] = None
+        self.total_failed += 1
+        while len(self._failed) > (self.completed.maxlen or 1000):
+            del self._failed[next(iter(self._failed))]
 
     def _count_received(self, info: BatchInfo) -> None:
         key = batch_id(info)

@@ -190,3 +190,38 @@ async def test_state_sizes_are_the_keys_held(tmp_path: Path) -> None:
             assert summary["engine"]["stateSizes"] == {"counts": sizes[-1]}
     # a key with count 1 and no new data is removed: {a, b}, then {c}, then {a}
     assert sizes == [2, 1, 1]
+
+
+async def test_dead_letters_from_batch_metadata_and_final_output_failures() -> None:
+    """Sources that decode on the workers report a batch's dead letters in its input
+    metadata (``dead_letters``); durability's final ``OutputOperationFailed`` (no retry to
+    come) fails a batch even if it never completes."""
+    from types import SimpleNamespace
+
+    clock = ManualClock(0.0)
+    conf = {"ui_enabled": False}
+    async with StreamingContext(1.0, master="local", clock=clock, conf=conf) as ssc:
+        stream = ssc.queue_stream([[1, 2], [3]])
+        read = stream.input_info_at
+
+        def with_dead_letters(time_ms: int) -> Any:
+            info = read(time_ms)
+            info.metadata["dead_letters"] = 2  # as a worker-side decoder amends it
+            return info
+
+        stream.input_info_at = with_dead_letters  # type: ignore[method-assign]
+        stream.foreach_rdd(lambda rdd: None)
+        registry = ssc.metrics_registry
+        await ssc.start()
+        infos = await advance_batches(ssc, 2)
+        assert ssc._ui is not None
+        status = ssc._ui.status
+        await status.wait_for_batch(infos[-1].batch_time)
+        op = infos[0].output_operation_infos[0]
+        status.on_output_operation_failed(SimpleNamespace(output_operation_info=op, retry_in=1.0))
+        assert status.total_failed == 0  # a retry is coming
+        status.on_output_operation_failed(SimpleNamespace(output_operation_info=op, retry_in=None))
+        status.on_output_operation_failed(SimpleNamespace(output_operation_info=op, retry_in=None))
+        found = samples(generate_latest(registry).decode())
+    assert value(found, "aiostream_dead_letters_total", stream_id="0", stream="queue_stream") == 4
+    assert value(found, "aiostream_batches_failed_total") == 1
