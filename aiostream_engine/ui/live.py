@@ -130,6 +130,10 @@ class LiveFeed(StreamingListener):
     def on_receiver_stopped(self, event: ReceiverStopped) -> None:
         self._receiver()
 
+    def on_stream_rate_updated(self, event: Any) -> None:
+        """Backpressure set a new bound (``StreamRateUpdated``): pages reload the streams."""
+        self._receiver()
+
 
 async def event_stream(feed: LiveFeed) -> AsyncIterator[bytes]:
     """The body of one client's ``text/event-stream`` response."""
