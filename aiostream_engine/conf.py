@@ -70,6 +70,15 @@ class StreamingConf:
         "Bytes after which a write-ahead log segment is closed and a new one started.",
         None,
     )
+    receiver_max_pending_bytes: int = _key(
+        256 << 20,
+        "Bytes of received data the receivers may hold that no completed batch has "
+        "finished with (stored, queued or in a running batch); a store that does not fit "
+        "waits, so under overload the excess stays at the source. Spark-style sizes "
+        "accepted (\"512m\", \"1g\"). Default 256 MiB: about the storage memory of Spark's "
+        "default 1 GB executor ((1024 - 300 reserved) MB x 0.6 x 0.5 = 217 MB), rounded up.",
+        None,
+    )
     local_dir: str | None = _key(
         None,
         "Directory for the disk copies of cached partitions (state, windows) of local[N] "
@@ -312,6 +321,10 @@ class StreamingConf:
             raise ConfigurationError("kafka_max/min_rate_per_partition must be >= 0")
         if self.kafka_max_retries < 0:
             raise ConfigurationError(f"kafka_max_retries must be >= 0, got {self.kafka_max_retries}")
+        if self.receiver_max_pending_bytes < 1:
+            raise ConfigurationError(
+                f"receiver_max_pending_bytes must be >= 1, got {self.receiver_max_pending_bytes}"
+            )
         for name in ("receiver_wal_fsync_interval", "receiver_wal_roll_interval",
                      "receiver_wal_max_segment_bytes", "kafka_fetch_timeout"):
             if getattr(self, name) <= 0:
@@ -326,10 +339,23 @@ def _coerce(name: str, value: Any, current: Any, f: dataclasses.Field[Any]) -> A
     if "bool" in kind:
         return value.strip().lower() in ("1", "true", "yes", "on")
     if "int" in kind and "float" not in kind:
-        return int(value)
+        return parse_size(value)
     if "float" in kind:
         return parse_duration(value)
     return value
+
+
+_SIZES = (("kb", 1 << 10), ("mb", 1 << 20), ("gb", 1 << 30), ("tb", 1 << 40),
+          ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("t", 1 << 40), ("b", 1))
+
+
+def parse_size(text: str) -> int:
+    """An integer, or bytes from a Spark size string: ``"512m"``, ``"1g"``, ``"64kb"``."""
+    text = text.strip().lower()
+    for suffix, scale in _SIZES:
+        if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
+            return int(text[: -len(suffix)]) * scale
+    return int(text)
 
 
 def parse_duration(text: str) -> float:

@@ -238,7 +238,12 @@ class StreamingContext:
         return TextFileInputDStream(self, directory)
 
     def receiver_stream(self, receiver: Receiver) -> DStream:
-        """A stream fed by a user-defined ``Receiver``."""
+        """A stream fed by a user-defined ``Receiver``; one with a ``decoder`` stores raw
+        blocks, decoded on the workers (its stream has ``dead_letters()``)."""
+        if receiver.decoder is not None:
+            from .decoding.streams import DecodedReceiverInputDStream
+
+            return DecodedReceiverInputDStream(self, receiver, receiver.display_name)
         return ReceiverInputDStream(self, receiver, receiver.display_name)
 
     def mqtt_stream(

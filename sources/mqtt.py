@@ -179,7 +179,7 @@ class MqttReceiver(Receiver):
         self.clean_start = clean_start
         self.username, self.password = username, password
         self.tls = ssl.create_default_context() if tls is True else (tls or None)
-        self.decoder = decoder
+        self.decoder = message_decoder(decoder)
         self.session_expiry = session_expiry
         self.max_block_records = max_block_records
         self.max_inflight = max_inflight
@@ -248,12 +248,13 @@ class MqttReceiver(Receiver):
                 raise group.exceptions[0] from None
             raise
 
-    def on_recovered(self, records: list[Any]) -> None:
-        """The write-ahead log's messages (oldest first): those stored before a crash,
+    def on_recovered(self, blocks: list[Any]) -> None:
+        """The write-ahead log's blocks (oldest first): the messages stored before a crash,
         whose PUBACK the broker may not have read."""
-        self.redeliveries.remember((m[4], m[0], m[1]) for m in records[-self.max_inflight:])
+        messages = [m for block in blocks for m in block][-self.max_inflight:]
+        self.redeliveries.remember((m[4], m[0], m[1]) for m in messages)
 
-    def dead_letters_found(self, time_ms: int, records: int, dead: list[DeadLetter]) -> None:
+    def on_decoded(self, time_ms: int, records: int, dead: list[DeadLetter]) -> None:
         """A batch's messages were decoded on the workers: count and report its dead
         letters (the stream calls it as the batch completes)."""
         if not dead:
@@ -318,10 +319,7 @@ class MqttInputDStream(DecodedReceiverInputDStream):
     receiver: MqttReceiver
 
     def __init__(self, ssc: StreamingContext, receiver: MqttReceiver, name: str) -> None:
-        super().__init__(
-            ssc, receiver, name, message_decoder(receiver.decoder),
-            on_finished=receiver.dead_letters_found,
-        )
+        super().__init__(ssc, receiver, name)
 
     def dead_letters(self) -> DeadLetterInputDStream:
         return super().dead_letters()

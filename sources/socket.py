@@ -2,9 +2,15 @@
 
 Like Spark's socket receiver, the connection is re-established whenever it drops, whether
 the server refuses it, resets it or closes it normally: each case ends the run and the
-supervisor reconnects after its backoff. Lines are split on bytes before decoding, so a
-multi-byte character split across TCP segments is decoded whole; a line that is not valid
-UTF-8, or that is longer than ``max_line_bytes``, is skipped, counted and reported.
+supervisor reconnects after its backoff.
+
+The receiver stores raw lines (``aiostream_engine.raw``): each chunk read is cut at its
+last line end and stored as it is, with no step per line on the event loop; the workers
+split and decode the lines (``LineDecoder``), so a multi-byte character split across TCP
+segments is decoded whole. A line that is not valid UTF-8, or that is longer than
+``max_line_bytes`` (of which at most that many bytes are ever held), becomes an
+``UndecodableLine`` in the stream's ``dead_letters()``: counted (``invalid_lines``,
+``oversized_lines``) and reported once its batch completes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import anyio
 from anyio.abc import SocketStream
 
+from aiostream_engine.raw import LineCutter, LineDecoder, UndecodableLine
 from aiostream_engine.receiver.base import Receiver
 
 log = logging.getLogger("aiostream_engine.sources.socket")
@@ -33,48 +40,9 @@ def describe(error: BaseException) -> str:
     return "; ".join(f"{type(c).__name__}: {c}" for c in causes)
 
 
-class LineSplitter:
-    """Splits a byte stream into lines (``\\n`` or ``\\r\\n``) with bounded memory.
-
-    ``feed`` and ``end`` return the finished lines; a line longer than ``max_bytes``
-    comes out as ``None`` once it ends, and its bytes are dropped as they arrive.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-        self._pending = bytearray()
-        self._overflow = False
-
-    def feed(self, chunk: bytes) -> list[bytes | None]:
-        *finished, rest = chunk.split(b"\n")
-        lines = [self._finish(part) for part in finished]
-        self._append(rest)
-        return lines
-
-    def end(self) -> list[bytes | None]:
-        """The last line, if the stream ended without a newline."""
-        return [self._finish(b"")] if self._pending or self._overflow else []
-
-    def _append(self, part: bytes) -> None:
-        if self._overflow:
-            return
-        self._pending += part
-        if len(self._pending) > self._max_bytes:
-            self._overflow = True
-            self._pending.clear()
-
-    def _finish(self, part: bytes) -> bytes | None:
-        self._append(part)
-        if self._overflow:
-            self._overflow = False
-            return None
-        line = bytes(self._pending).removesuffix(b"\r")
-        self._pending.clear()
-        return line
-
-
 class SocketTextReceiver(Receiver):
-    """Stores each line received from ``hostname:port`` as a ``str`` (without its newline)."""
+    """Stores the lines received from ``hostname:port``, raw; its stream's records are the
+    lines as ``str`` (without their newline)."""
 
     def __init__(
         self, hostname: str, port: int, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
@@ -86,10 +54,11 @@ class SocketTextReceiver(Receiver):
         self.port = port
         self.max_line_bytes = max_line_bytes
         self.name = f"socket_text_stream({self.address})"
-        #: Lines skipped because they were not valid UTF-8.
+        #: Lines that were not valid UTF-8 (dead letters).
         self.invalid_lines = 0
-        #: Lines skipped because they were longer than ``max_line_bytes``.
+        #: Lines longer than ``max_line_bytes`` (dead letters).
         self.oversized_lines = 0
+        self.decoder = LineDecoder(strip_cr=True, max_bytes=max_line_bytes)
         self._stream: SocketStream | None = None
 
     @property
@@ -102,15 +71,13 @@ class SocketTextReceiver(Receiver):
             self._stream = await anyio.connect_tcp(self.hostname, self.port)
         except OSError as exc:
             raise ConnectionError(f"cannot connect to {self.address}: {describe(exc)}") from exc
-        splitter = LineSplitter(self.max_line_bytes)
+        cutter = LineCutter(self.max_line_bytes)
         try:
             async for chunk in self._stream:
-                for line in splitter.feed(chunk):
-                    await self._store_line(line)
+                await self.store_lines(*cutter.feed(chunk))
         except (anyio.BrokenResourceError, OSError) as exc:
             raise ConnectionError(f"connection to {self.address} lost: {describe(exc)}") from exc
-        for line in splitter.end():
-            await self._store_line(line)
+        await self.store_lines(*cutter.end())
         if not self.is_stopped:
             reason = f"{self.address} closed the connection"
             log.warning("%s; reconnecting", reason)
@@ -121,20 +88,15 @@ class SocketTextReceiver(Receiver):
             stream, self._stream = self._stream, None
             await stream.aclose()
 
-    async def _store_line(self, line: bytes | None) -> None:
-        if line is None:
-            self.oversized_lines += 1
-            self._skip(f"a line longer than {self.max_line_bytes} bytes")
+    def on_decoded(self, time_ms: int, records: int, dead_letters: list[UndecodableLine]) -> None:
+        if not dead_letters:
             return
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self.invalid_lines += 1
-            self._skip(f"a line that is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-            return
-        await self.store(text)
-
-    def _skip(self, what: str) -> None:
-        message = f"socket {self.address}: skipped {what}"
+        oversized = sum(1 for d in dead_letters if d.error.startswith("longer than"))
+        self.oversized_lines += oversized
+        self.invalid_lines += len(dead_letters) - oversized
+        message = (
+            f"socket {self.address}: skipped {len(dead_letters)} line(s) "
+            f"(first: a line {dead_letters[0].error})"
+        )
         log.warning("%s", message)
         self.report_error(message)

@@ -38,15 +38,22 @@ JSON = ItemDecoder(orjson.loads, dead_letter)
 class RawItems(Receiver):
     """Stores each list it is sent as one block of undecoded items."""
 
-    def __init__(self) -> None:
+    decoder = JSON
+
+    def __init__(self, found: Found | None = None) -> None:
         super().__init__()
         self.send, self._receive = anyio.create_memory_object_stream[list[bytes]](10)
         self.blocks_stored = 0
+        self.found = found
 
     async def on_start(self) -> None:
         async for block in self._receive:
             await self.store_block(block)
             self.blocks_stored += 1
+
+    def on_decoded(self, time_ms: int, records: int, dead_letters: list[Any]) -> None:
+        if self.found is not None:
+            self.found(time_ms, records, dead_letters)
 
 
 class Found:
@@ -60,8 +67,8 @@ class Found:
 def decoded_stream(
     ssc: StreamingContext, found: Found | None = None
 ) -> tuple[RawItems, DecodedReceiverInputDStream]:
-    receiver = RawItems()
-    stream = DecodedReceiverInputDStream(ssc, receiver, "raw", JSON, on_finished=found)
+    receiver = RawItems(found)
+    stream = DecodedReceiverInputDStream(ssc, receiver, "raw")
     return receiver, stream
 
 

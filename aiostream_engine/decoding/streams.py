@@ -182,19 +182,21 @@ class DeadLetterInputDStream(InputDStream):
 
 class DecodedReceiverInputDStream(ReceiverInputDStream):
     """A receiver's stream whose blocks hold raw items, decoded on the workers by
-    ``decoder``; ``dead_letters()`` is the stream of what did not decode."""
+    ``decoder`` (default: the receiver's own); ``dead_letters()`` is the stream of what did
+    not decode, and each batch's outcome goes to the receiver's ``on_decoded``."""
 
     def __init__(
         self,
         ssc: StreamingContext,
         receiver: Receiver,
         name: str,
-        decoder: Decoder,
-        *,
-        on_finished: FinishedCallback | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         super().__init__(ssc, receiver, name)
-        self.decoding = WorkerDecoding(self, decoder, on_finished=on_finished)
+        decoder = decoder or receiver.decoder
+        if decoder is None:
+            raise ValueError(f"{name}: a decoded stream needs a decoder (or a receiver with one)")
+        self.decoding = WorkerDecoding(self, decoder, on_finished=receiver.on_decoded)
 
     def compute(self, time_ms: int) -> RDD | None:
         raw = super().compute(time_ms)

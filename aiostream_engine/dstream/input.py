@@ -11,7 +11,7 @@ import anyio.to_thread
 
 from ..errors import ConfigurationError, StreamingError
 from ..rdd.core import RDD
-from ..receiver.block_generator import Block
+from ..receiver.block_generator import Block, data_bytes
 from ..receiver.wal import WalEntry, WriteAheadLog
 from ..scheduler.batch_info import StreamInputInfo
 from .base import DStream
@@ -115,8 +115,8 @@ class BlockInputDStream(InputDStream):
 
     def compute(self, time_ms: int) -> RDD | None:
         blocks = self._ssc._receiver_tracker.blocks_of_batch(time_ms, self.id)
-        partitions = [block.records for block in blocks]
-        self._count(time_ms, partitions)
+        self._records[time_ms] = sum(block.count for block in blocks)
+        partitions = [block.partition for block in blocks]
         return self._ssc.spark_context.from_partitions(partitions, self.name)
 
     # ---- recovery -----------------------------------------------------------------------
@@ -174,7 +174,7 @@ class BlockInputDStream(InputDStream):
                 log.warning("%s: dropping %d logged blocks of a run that was not resumed",
                             self.name, len(entries))
                 entries = []
-        self._source_receiver().on_recovered([r for e in entries for r in e.records])
+        self._source_receiver().on_recovered([e.records for e in entries])
         by_id = {e.block_id: e for e in entries}
         claimed: set[int] = set()
         for time_ms, descriptor in sorted(replays.items()):
@@ -213,7 +213,7 @@ class BlockInputDStream(InputDStream):
 
 
 def _block(stream_id: int, entry: WalEntry) -> Block:
-    return Block(stream_id, entry.block_id, entry.records, entry.ref)
+    return Block(stream_id, entry.block_id, entry.records, entry.ref, data_bytes(entry.records))
 
 
 class ReceiverInputDStream(BlockInputDStream):

@@ -16,9 +16,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextStateError
+from ..raw import RawBlock
 
 if TYPE_CHECKING:
     from ..clock import Clock
+    from ..decoding.stage import Decoder
     from .supervisor import ReceiverSupervisor
 
 
@@ -27,6 +29,10 @@ class Receiver:
 
     #: A short name for listeners and the UI; defaults to the class name.
     name: str = ""
+    #: For a receiver that stores raw blocks (``store_lines``, ``store_block`` of a raw
+    #: block): what decodes them on the workers, as the first stage of its stream's tasks
+    #: (``aiostream_engine.decoding``); the stream then has ``dead_letters()``.
+    decoder: Decoder | None = None
 
     def __init__(self) -> None:
         self._supervisor: ReceiverSupervisor | None = None
@@ -70,19 +76,33 @@ class Receiver:
         """Store several records as one unit."""
         await self._require_supervisor().blocks.store_many(records)
 
-    async def store_block(self, records: Iterable[Any]) -> None:
-        """Store ``records`` as one block now (bypassing the buffer), waiting while the block
-        queue is full; returns once the block is durable: written (and fsynced) to the
-        write-ahead log when it is on, else queued for the next batch. Acknowledge the
-        source only after this returns."""
+    async def store_lines(self, data: bytes, count: int) -> None:
+        """Store ``count`` undecoded lines, each followed by ``b"\\n"`` in ``data`` (no step
+        per line here); they are decoded on the workers by the stream's decoder (a
+        ``DecodedReceiverInputDStream``). Waits while the block queue or the byte budget is
+        full, or the rate limit holds."""
+        await self._require_supervisor().blocks.store_lines(data, count)
+
+    async def store_block(self, records: Iterable[Any] | RawBlock) -> None:
+        """Store ``records`` (or one raw block) as one block now (bypassing the buffer),
+        waiting while the block queue or the byte budget is full; returns once the block is
+        durable: written (and fsynced) to the write-ahead log when it is on, else queued for
+        the next batch. Acknowledge the source only after this returns."""
         await self._require_supervisor().blocks.store_block(records)
 
     store_reliably = store_block
 
-    def on_recovered(self, records: list[Any]) -> None:
-        """Called before the first run after a crash with the records the write-ahead log
-        still holds for this receiver's stream (oldest first), for receivers whose source
-        redelivers what was stored but not yet acknowledged (MQTT)."""
+    def on_recovered(self, blocks: list[Any]) -> None:
+        """Called before the first run after a crash with the blocks the write-ahead log
+        still holds for this receiver's stream (oldest first; each a list of records or a
+        raw block), for receivers whose source redelivers what was stored but not yet
+        acknowledged (MQTT)."""
+        return None
+
+    def on_decoded(self, time_ms: int, records: int, dead_letters: list[Any]) -> None:
+        """A batch's raw blocks were decoded on the workers (called as the batch completes,
+        for a receiver with a ``decoder``): ``records`` decoded, ``dead_letters`` in order.
+        Count or report them here."""
         return None
 
     def report_healthy(self) -> None:

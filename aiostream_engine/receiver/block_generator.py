@@ -1,8 +1,15 @@
 """Cuts a receiver's stream of records into blocks, one per block interval.
 
-Memory is bounded: at most ``queue_size`` blocks wait for a batch (counting blocks being
-written to the write-ahead log), and while they are all taken ``store`` waits, so the
-pressure reaches the receiver (and through it the source) instead of growing a buffer.
+A block holds either records (a list of Python objects: ``store``, ``store_many``,
+``store_block`` of a list) or one raw block (undecoded bytes in one buffer, decoded on the
+workers: ``store_lines``, ``store_block`` of a ``RawBlock``).
+
+Memory is bounded twice: at most ``queue_size`` blocks wait for a batch (counting blocks
+being written to the write-ahead log), and every store takes its bytes from the context's
+``ByteBudget`` until the batch holding them completes; while either is spent ``store``
+waits, so the pressure reaches the receiver (and through it the source) instead of growing
+a buffer. A raw block counts its buffer's bytes; records count ``sys.getsizeof`` of each
+(a shallow estimate).
 
 With a write-ahead log every block is appended to it before it enters the queue, so a
 block a batch uses is always durable. Block ids are given out, written and queued under
@@ -13,6 +20,7 @@ one lock, so the queue is always in block id order and a batch takes a prefix of
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,17 +29,42 @@ from typing import Any
 import anyio
 
 from ..clock import Clock
+from ..raw import RawBlock, RawLines, is_raw
+from .budget import ByteBudget
 from .rate_limiter import RateLimiter
 from .wal import WalRef, WriteAheadLog
+
+#: A block's content: its records, or one raw block.
+BlockData = list[Any] | RawBlock
+
+
+def data_bytes(data: BlockData) -> int:
+    """What a block's content costs of the byte budget."""
+    if is_raw(data):
+        return data.nbytes  # type: ignore[union-attr]
+    return sum(map(sys.getsizeof, data))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class Block:
     stream_id: int
     block_id: int
-    records: list[Any]
+    #: The records, or one raw block (see the module docstring).
+    records: BlockData
     #: Where the block is in the write-ahead log (None without one).
     ref: WalRef | None = None
+    #: Bytes it holds of the byte budget (given back when its batch completes).
+    nbytes: int = 0
+
+    @property
+    def count(self) -> int:
+        """How many records it holds."""
+        return len(self.records)
+
+    @property
+    def partition(self) -> list[Any]:
+        """The block as a partition: its records, or a list of its one raw block."""
+        return [self.records] if is_raw(self.records) else self.records  # type: ignore[list-item,return-value]
 
 
 class BlockGenerator:
@@ -43,6 +76,7 @@ class BlockGenerator:
         queue_size: int,
         rate_limiter: RateLimiter,
         *,
+        budget: ByteBudget | None = None,
         wal: WriteAheadLog | None = None,
         first_block_id: int = 0,
         recovered: Iterable[Block] = (),
@@ -52,8 +86,13 @@ class BlockGenerator:
         self._interval = block_interval
         self._queue_size = queue_size
         self.rate_limiter = rate_limiter
+        self.budget = budget or ByteBudget(1 << 62)
         self.wal = wal
         self._buffer: list[Any] = []
+        self._buffer_bytes = 0
+        self._lines: list[bytes] = []  # raw lines waiting for the next cut
+        self._line_count = 0
+        self._lines_bytes = 0
         # Blocks recovered from the log but never allocated go first, even past the bound.
         self._blocks: deque[Block] = deque(recovered)
         self._writing = 0  # blocks being written to the log, counted against the bound
@@ -82,37 +121,61 @@ class BlockGenerator:
             await self._wait_for_space()
         if self.rate_limiter.rate > 0:
             await self.rate_limiter.acquire(1)
+        size = sys.getsizeof(record)
+        if not self.budget.try_take(size):
+            await self.budget.take(size)
         self._buffer.append(record)
+        self._buffer_bytes += size
         self.records_stored += 1
 
     async def store_many(self, records: Iterable[Any]) -> None:
         items = list(records)
         await self._wait_for_space()
         await self.rate_limiter.acquire(len(items))
+        size = data_bytes(items)
+        await self.budget.take(size)
         self._buffer.extend(items)
+        self._buffer_bytes += size
         self.records_stored += len(items)
 
-    async def store_block(self, records: Iterable[Any]) -> Block:
-        """Store ``records`` as one block now, bypassing the buffer; returns once the block
-        is durable (in the log, when there is one) and queued for a batch."""
-        items = list(records)
-        await self.rate_limiter.acquire(len(items))
+    async def store_lines(self, data: bytes, count: int) -> None:
+        """Store ``count`` undecoded lines, each followed by ``b"\n"`` in ``data``; the
+        lines of one block interval become one ``RawLines`` block."""
+        if not count:
+            return
+        await self._wait_for_space()
+        await self.rate_limiter.acquire(count)
+        await self.budget.take(len(data))
+        self._lines.append(data)
+        self._line_count += count
+        self._lines_bytes += len(data)
+        self.records_stored += count
+
+    async def store_block(self, data: Iterable[Any] | RawBlock) -> Block:
+        """Store ``data`` (records, or one raw block) as one block now, bypassing the
+        buffer; returns once the block is durable (in the log, when there is one) and
+        queued for a batch."""
+        content: BlockData = data if is_raw(data) else list(data)  # type: ignore[arg-type,assignment]
+        count = len(content)
+        size = data_bytes(content)
+        await self.rate_limiter.acquire(count)
+        await self.budget.take(size)
         await self._wait_for_space()
         self._writing += 1  # reserved with no checkpoint since the wait: the bound holds
         try:
-            block = await self._queue_block(items)
+            block = await self._queue_block(content, size)
         finally:
             self._writing -= 1
-        self.records_stored += len(items)
+        self.records_stored += count
         return block
 
-    async def _queue_block(self, items: list[Any]) -> Block:
+    async def _queue_block(self, content: BlockData, size: int) -> Block:
         async with self._lock:
-            block = await self._make_block(items)
+            block = await self._make_block(content, size)
             self._blocks.append(block)
             return block
 
-    async def _make_block(self, items: list[Any]) -> Block:
+    async def _make_block(self, content: BlockData, size: int) -> Block:
         """Give the next id and write the block to the log; call with the lock held.
 
         Shielded: once an id is taken the block must reach the queue (or the caller), or a
@@ -122,40 +185,53 @@ class BlockGenerator:
             self.next_block_id += 1
             ref = None
             if self.wal is not None:
-                ref = await self.wal.append(self.stream_id, block_id, items)
-        return Block(self.stream_id, block_id, items, ref)
+                ref = await self.wal.append(self.stream_id, block_id, content)  # type: ignore[arg-type]
+        return Block(self.stream_id, block_id, content, ref, size)
+
+    def _buffered(self) -> bool:
+        return bool(self._buffer or self._lines)
+
+    async def _cut_buffers(self) -> list[Block]:
+        """The buffers as blocks (records first, then raw lines); call with the lock held."""
+        blocks = []
+        if self._buffer:
+            records, size = self._buffer, self._buffer_bytes
+            self._buffer, self._buffer_bytes = [], 0
+            blocks.append(await self._make_block(records, size))
+        if self._lines:
+            lines = RawLines(b"".join(self._lines), self._line_count)
+            size = self._lines_bytes
+            self._lines, self._line_count, self._lines_bytes = [], 0, 0
+            blocks.append(await self._make_block(lines, size))
+        return blocks
 
     async def cut(self) -> None:
-        """Turn the buffer into a block, if there is room; called on every block tick."""
-        if not self._buffer or self._full():
+        """Turn the buffers into blocks, if there is room; called on every block tick."""
+        if not self._buffered() or self._full():
             return
         self._writing += 1
         try:
             async with self._lock:
                 # Taken under the lock: a batch cut (take_blocks) in between must not miss
                 # records that left the buffer but are not yet in the queue.
-                if self._buffer:
-                    records, self._buffer = self._buffer, []
-                    self._blocks.append(await self._make_block(records))
+                self._blocks.extend(await self._cut_buffers())
         finally:
             self._writing -= 1
 
     async def take_blocks(self) -> list[Block]:
-        """Every block not yet allocated to a batch, the buffer included (so a batch holds
+        """Every block not yet allocated to a batch, the buffers included (so a batch holds
         everything stored before it); frees the queue for the receiver."""
         async with self._lock:
             blocks = list(self._blocks)
             self._blocks.clear()
-            if self._buffer:
-                records, self._buffer = self._buffer, []
-                blocks.append(await self._make_block(records))
+            blocks.extend(await self._cut_buffers())
         if blocks:
             self._space.set()
             self._space = anyio.Event()
         return blocks
 
     def has_pending(self) -> bool:
-        return bool(self._buffer or self._blocks or self._writing)
+        return bool(self._buffered() or self._blocks or self._writing)
 
     async def run(self) -> None:
         """Cut a block every block interval, until cancelled."""

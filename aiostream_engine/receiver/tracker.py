@@ -18,6 +18,7 @@ from ..clock import Clock
 from ..conf import StreamingConf
 from ..scheduler.listener import ListenerBus
 from .block_generator import Block, BlockGenerator
+from .budget import ByteBudget
 from .rate_limiter import RateLimiter
 from .supervisor import ReceiverSupervisor
 from .wal import WalRef, WriteAheadLog
@@ -51,6 +52,8 @@ class ReceiverTracker:
         #: Completed batches whose log blocks wait for a state checkpoint to cover them.
         self._unreleased: dict[int, list[tuple[int, WalRef]]] = {}
         self._scope: anyio.CancelScope | None = None
+        #: Bytes received and not yet finished with, shared by every receiver.
+        self.budget = ByteBudget(conf.receiver_max_pending_bytes)
 
     # ---- set-up and recovery (before run) -----------------------------------------------
 
@@ -61,10 +64,12 @@ class ReceiverTracker:
         the log that no batch had taken (they go to the next batch)."""
         self._prepared[stream_id] = _Recovered(wal, first_block_id, unallocated)
         self.allocated_through[stream_id] = first_block_id
+        self.budget.force(sum(block.nbytes for block in unallocated))
 
     def restore_allocation(self, time_ms: int, stream_id: int, blocks: list[Block]) -> None:
         """Batch ``time_ms`` had these blocks before the crash; it gets them again."""
         self._restored.setdefault(time_ms, {})[stream_id] = blocks
+        self.budget.force(sum(block.nbytes for block in blocks))
 
     def _generator(self, stream: BlockInputDStream) -> BlockGenerator:
         recovered = self._prepared.pop(stream.id, None)
@@ -74,6 +79,7 @@ class ReceiverTracker:
             self._conf.block_interval,
             self._conf.block_queue_size,
             RateLimiter(self._clock, self._conf.receiver_max_rate),
+            budget=self.budget,
             wal=recovered.wal if recovered else None,
             first_block_id=recovered.first_block_id if recovered else 0,
             recovered=recovered.unallocated if recovered else (),
@@ -141,6 +147,7 @@ class ReceiverTracker:
         release from the logs the blocks of completed batches at or before
         ``checkpointed_through_ms`` (the newest state checkpoint; None: none yet)."""
         allocation = self._allocations.pop(time_ms, {})
+        self.budget.release(sum(b.nbytes for blocks in allocation.values() for b in blocks))
         refs = [
             (stream_id, block.ref)
             for stream_id, blocks in allocation.items()

@@ -10,7 +10,8 @@ import pytest
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
 from aiostream_engine import ManualClock, StreamingContext, StreamingListener
-from aiostream_engine.sources.socket import LineSplitter, SocketTextReceiver
+from aiostream_engine.raw import LineCutter, UndecodableLine
+from aiostream_engine.sources.socket import SocketTextReceiver
 from aiostream_engine.testing import advance_batches, collect_batches
 
 pytestmark = pytest.mark.anyio
@@ -81,60 +82,70 @@ async def test_lines_land_in_the_batch_they_arrived_before() -> None:
     assert [i.stream_id_to_num_records for i in infos] == [{0: 2}, {0: 3}, {0: 0}]
 
 
-async def test_invalid_utf8_lines_are_skipped_counted_and_reported() -> None:
+async def test_invalid_utf8_lines_are_dead_letters_counted_and_reported() -> None:
     recorder = ErrorRecorder()
     async with await listen() as listener, context() as ssc:
         port = port_of(listener)
         ssc.add_streaming_listener(recorder)
         stream = ssc.socket_text_stream(HOST, port)
         out = collect_batches(stream)
+        dead = collect_batches(stream.dead_letters())  # type: ignore[attr-defined]
         await ssc.start()
         conn = await accept(listener)
         await conn.send(b"before\n\xff\xfe bad\nafter\nlat\xe9n-1\nend\n")
-        await until(lambda: stored(ssc, stream.id) == 3, "the three valid lines stored")
-        await advance_batches(ssc, 1)
+        await until(lambda: stored(ssc, stream.id) == 5, "the five lines stored")
+        infos = await advance_batches(ssc, 1)
         receiver = stream.receiver
         supervisor = ssc._receiver_tracker.supervisors[stream.id]
         await conn.aclose()
     assert out == [(1.0, ["before", "after", "end"])]
+    assert dead == [(1.0, [
+        UndecodableLine(b"\xff\xfe bad", "that is not valid UTF-8 (invalid start byte at byte 0)"),
+        UndecodableLine(b"lat\xe9n-1", "that is not valid UTF-8 (invalid continuation byte at byte 3)"),
+    ])]
+    assert infos[0].stream_id_to_num_records == {stream.id: 3, stream.dead_letters().id: 2}  # type: ignore[attr-defined]
     assert receiver.invalid_lines == 2
     assert recorder.errors == [
-        f"socket 127.0.0.1:{port}: skipped a line that is not valid UTF-8 "
-        "(invalid start byte at byte 0)",
-        f"socket 127.0.0.1:{port}: skipped a line that is not valid UTF-8 "
-        "(invalid continuation byte at byte 3)",
+        f"socket 127.0.0.1:{port}: skipped 2 line(s) (first: a line that is not valid "
+        "UTF-8 (invalid start byte at byte 0))",
     ]
     assert supervisor.restarts == 0  # the receiver kept its connection
 
 
-async def test_oversized_lines_are_skipped_with_bounded_memory() -> None:
+async def test_oversized_lines_are_dead_letters_with_bounded_memory() -> None:
     async with await listen() as listener, context() as ssc:
         receiver = SocketTextReceiver(HOST, port_of(listener), max_line_bytes=8)
         stream = ssc.receiver_stream(receiver)
         out = collect_batches(stream)
+        dead = collect_batches(stream.dead_letters())  # type: ignore[attr-defined]
         await ssc.start()
         conn = await accept(listener)
         await conn.send(b"short\n0123456789")
         await anyio.wait_all_tasks_blocked()
         await conn.send(b"abcdef\n12345678\nlong one here\nok\n")
-        await until(lambda: stored(ssc, stream.id) == 3, "three short lines stored")
+        await until(lambda: stored(ssc, stream.id) == 5, "five lines stored")
         await advance_batches(ssc, 1)
         await conn.aclose()
     assert out == [(1.0, ["short", "12345678", "ok"])]
+    # The unterminated line is held to 9 bytes while it grows (unless TCP delivered it
+    # whole in one read: a read is bounded anyway); the decoder makes it a dead letter.
+    first, second = (d.line for d in dead[0][1])
+    assert b"0123456789abcdef".startswith(first) and len(first) >= 9
+    assert second == b"long one here"
     assert receiver.oversized_lines == 2
     assert receiver.invalid_lines == 0
 
 
-def test_line_splitter_keeps_the_last_partial_line_and_drops_oversized_ones() -> None:
-    splitter = LineSplitter(max_bytes=4)
-    assert splitter.feed(b"ab\r\ncd\nlo") == [b"ab", b"cd"]
-    assert splitter.feed(b"ng!") == []
-    assert splitter.feed(b"!\nx") == [None]
-    assert splitter.end() == [b"x"]
-    assert LineSplitter(4).end() == []
-    too_long = LineSplitter(4)
-    too_long.feed(b"12345")
-    assert too_long.end() == [None]
+def test_line_cutter_keeps_the_last_partial_line_and_bounds_oversized_ones() -> None:
+    cutter = LineCutter(max_bytes=4)
+    assert cutter.feed(b"ab\r\ncd\nlo") == (b"ab\r\ncd\n", 2)
+    assert cutter.feed(b"ng!") == (b"", 0)
+    assert cutter.feed(b"!\nx") == (b"long!\n", 1)  # 5 bytes kept: over the limit of 4
+    assert cutter.end() == (b"x\n", 1)
+    assert LineCutter(4).end() == (b"", 0)
+    too_long = LineCutter(4)
+    too_long.feed(b"123456789")
+    assert too_long.end() == (b"12345\n", 1)
 
 
 async def test_server_closing_makes_the_receiver_reconnect() -> None:
