@@ -3,17 +3,44 @@
 Running a task on the event loop thread would stall receivers and the batch clock for as
 long as the task takes, so tasks run on one worker thread (anyio's thread pool). That is
 the only thread the engine starts itself, and only for this backend.
+
+What a task hands back is a snapshot, as on every other master (where it crosses a pipe
+or the network pickled): a task that reads a cached partition (state, a window, ``cache()``)
+would otherwise return the very objects the next batch's task updates in place, and a
+collected ``update_state_by_key`` result would change after the fact. Map-side shuffle
+buckets are not copied: they go only to reduce tasks, never to user code on the driver.
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import anyio
 import anyio.to_thread
+import cloudpickle
 
 from ..rdd.tasks import TaskPlan, execute_task
 from .block_store import STORE, BlockRef
+
+
+def snapshot(records: list[Any]) -> list[Any]:
+    """A deep copy made the way the other masters make one (pickling); records that do
+    not pickle (a lock, a socket) cannot be copied and are handed back as they are."""
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        try:
+            return pickle.loads(dumps(records, pickle.HIGHEST_PROTOCOL))
+        except Exception:  # try the next way, then give up copying
+            continue
+    return records
+
+
+def execute_detached(plan: TaskPlan, index: int) -> list[Any]:
+    """``execute_task`` whose output shares no object with what the process keeps."""
+    result = execute_task(plan, index)
+    if plan.shuffle_write is not None or not result:
+        return result
+    return snapshot(result)
 
 
 class LocalBackend:
@@ -38,7 +65,7 @@ class LocalBackend:
         return None
 
     async def run(self, plan: TaskPlan, index: int) -> list[Any]:
-        return await anyio.to_thread.run_sync(execute_task, plan, index, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(execute_detached, plan, index, limiter=self._limiter)
 
     async def stop(self) -> None:
         return None
