@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="number of simulated devices (default 50)")
     demo.add_argument("--batch-interval", type=_positive(float), default=1.0,
                       help="seconds per micro-batch (default 1.0)")
+    demo.add_argument("--block-interval", type=_positive(float), default=None,
+                      help="seconds between cuts of the receiver's buffer into blocks "
+                           "(default: 0.2, or the batch interval when that is shorter)")
     demo.add_argument("--master", default="local[2]",
                       help="executor: local, local[N] or local[*] (default local[2])")
     demo.add_argument("--malformed-fraction", type=float, default=0.01,
@@ -106,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate=args.rate,
         devices=args.devices,
         batch_interval=args.batch_interval,
+        block_interval=args.block_interval,
         master=args.master,
         seed=args.seed,
         malformed_fraction=args.malformed_fraction,

@@ -8,6 +8,7 @@ settings. Durations are seconds (floats).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,34 +240,58 @@ class StreamingConf:
         "spark.app.name",
     )
 
+    #: The keys the user set (see ``explicit_keys``); not a setting itself.
+    _explicit: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def explicit_keys(self) -> frozenset[str]:
+        """The keys set by the user (constructor keywords, ``of``, ``set``), as opposed to
+        defaults; the engine may adapt a default to the job (a short batch interval makes
+        the default block interval shorter) but refuses an explicit setting that cannot
+        work."""
+        return frozenset(self._explicit)
+
+    def copy(self) -> StreamingConf:
+        """An independent copy that remembers which keys were set explicitly."""
+        copied = dataclasses.replace(self)
+        copied._explicit = set(self._explicit)
+        return copied
+
+    def adapt(self, key: str, value: Any) -> None:
+        """Change a key the user did not set (the engine adapting a default); validated,
+        and not recorded as explicit."""
+        name = self._resolve(key)
+        setattr(self, name, value)
         self.validate()
 
     # ---- aliases and mapping access -------------------------------------------------
 
     @classmethod
     def keys(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        return [f.name for f in _settings(cls)]
 
     @classmethod
     def spark_aliases(cls) -> dict[str, str]:
         """Spark key -> our key."""
         return {
             f.metadata["spark"]: f.name
-            for f in dataclasses.fields(cls)
+            for f in _settings(cls)
             if f.metadata.get("spark", "") and f.metadata["spark"].startswith("spark.")
         }
 
     @classmethod
     def describe(cls) -> Iterator[tuple[str, Any, str | None, str]]:
         """(key, default, spark key, description) for every key: the documentation table."""
-        for f in dataclasses.fields(cls):
+        for f in _settings(cls):
             yield f.name, f.default, f.metadata.get("spark"), f.metadata["doc"]
 
     @classmethod
     def of(cls, values: Mapping[str, Any] | StreamingConf | None = None) -> StreamingConf:
         if isinstance(values, StreamingConf):
-            return dataclasses.replace(values)
+            return values.copy()
         conf = cls()
         for key, value in (values or {}).items():
             conf.set(key, value)
@@ -278,6 +303,7 @@ class StreamingConf:
         current = getattr(self, name)
         setattr(self, name, _coerce(name, value, current, self._field(name)))
         self.validate()
+        self._explicit.add(name)
         return self
 
     def get(self, key: str) -> Any:
@@ -293,7 +319,7 @@ class StreamingConf:
 
     @classmethod
     def _field(cls, name: str) -> dataclasses.Field[Any]:
-        return next(f for f in dataclasses.fields(cls) if f.name == name)
+        return next(f for f in _settings(cls) if f.name == name)
 
     def validate(self) -> None:
         if self.block_interval <= 0:
@@ -329,6 +355,26 @@ class StreamingConf:
                      "receiver_wal_max_segment_bytes", "kafka_fetch_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def _settings(conf: type[StreamingConf] | StreamingConf) -> list[dataclasses.Field[Any]]:
+    """The configuration keys' fields (the bookkeeping field excluded)."""
+    return [f for f in dataclasses.fields(conf) if f.init]
+
+
+def _recording_explicit_keys(generated: Any) -> Any:
+    """Wrap the dataclass's ``__init__`` so the conf remembers which keys its caller gave."""
+
+    @functools.wraps(generated)
+    def __init__(self: StreamingConf, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **kwargs)
+        names = [f.name for f in _settings(self)]
+        self._explicit = set(names[: len(args)]) | set(kwargs)
+
+    return __init__
+
+
+StreamingConf.__init__ = _recording_explicit_keys(StreamingConf.__init__)  # type: ignore[method-assign]
 
 
 def _coerce(name: str, value: Any, current: Any, f: dataclasses.Field[Any]) -> Any:

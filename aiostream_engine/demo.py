@@ -226,6 +226,7 @@ async def run_demo(
     rate: float = 2000,
     devices: int = 50,
     batch_interval: float = 1.0,
+    block_interval: float | None = None,
     master: str = "local[2]",
     seed: int = 0,
     malformed_fraction: float = 0.01,
@@ -239,7 +240,9 @@ async def run_demo(
     then stop gracefully: every reading received is processed and printed."""
     print(
         f"aiostream-engine demo: {devices} devices, {rate:g} readings/s, batch "
-        f"{batch_interval:g} s, master {master}; "
+        f"{batch_interval:g} s"
+        + ("" if block_interval is None else f", blocks {block_interval:g} s")
+        + f", master {master}; "
         + (f"running {duration:g} s" if duration else "running until Ctrl-C"),
         file=out,
         flush=True,
@@ -249,7 +252,10 @@ async def run_demo(
             checkpoint_dir = cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="aiostream-demo-")
             )
-        async with StreamingContext(batch_interval, master=master, conf={"ui_port": ui_port}) as ssc:
+        conf: dict[str, Any] = {"ui_port": ui_port}
+        if block_interval is not None:
+            conf["block_interval"] = block_interval
+        async with StreamingContext(batch_interval, master=master, conf=conf) as ssc:
             if checkpoint_dir:
                 ssc.checkpoint(checkpoint_dir)
             readings = ssc.simulator_stream(
