@@ -13,9 +13,11 @@ running event loop and block otherwise.
 
 from __future__ import annotations
 
+import atexit
 import enum
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -82,6 +84,25 @@ class Ready(Generic[T]):
         return bool(self.value)
 
 
+def _fit_block_interval(conf: StreamingConf, batch_interval: float) -> None:
+    """A block interval longer than the batch interval would leave batches without blocks:
+    refuse it if the user set it, else use the batch interval (Spark accepts short batches;
+    PySpark's own tests use 0.1 s with the default 0.2 s blocks)."""
+    if conf.block_interval <= batch_interval:
+        return
+    if "block_interval" in conf.explicit_keys:
+        raise ConfigurationError(
+            f"block_interval ({conf.block_interval:g} s) is larger than the batch "
+            f"interval ({batch_interval:g} s): every batch would miss blocks"
+        )
+    log.info(
+        "block_interval: the default %g s is longer than the batch interval; using the "
+        "batch interval, %g s (set block_interval to a divisor of it to cut finer blocks)",
+        conf.block_interval, batch_interval,
+    )
+    conf.adapt("block_interval", batch_interval)
+
+
 class State(enum.Enum):
     INITIALIZED = "initialized"
     ACTIVE = "active"
@@ -103,11 +124,7 @@ class StreamingContext:
             raise ConfigurationError(f"batch_interval must be > 0 seconds, got {batch_interval!r}")
         self.conf = StreamingConf.of(conf)
         self.batch_ms = to_ms(batch_interval, "batch interval")
-        if self.conf.block_interval > batch_interval:
-            raise ConfigurationError(
-                f"block_interval ({self.conf.block_interval:g} s) is larger than the batch "
-                f"interval ({batch_interval:g} s): every batch would miss blocks"
-            )
+        _fit_block_interval(self.conf, batch_interval)
         self.master = master
         self.clock: Clock = clock or SystemClock()
         self.state = State.INITIALIZED
@@ -122,6 +139,8 @@ class StreamingContext:
         )
         self._job_generator = JobGenerator(self.clock, self.batch_ms, self._generate_batch)
         self._errors: list[BaseException] = []
+        self._surfaced = False  # whether a lifecycle call has raised one of the errors
+        self._wakeup = threading.Condition()  # blocking waiters: termination or an error
         self._terminated = threading.Event()
         self._changed: anyio.Event | None = None  # set on termination or a reported error
         self._stopped: anyio.Event | None = None  # set on termination only
@@ -473,8 +492,8 @@ class StreamingContext:
                 await self._runner.stop()
             self.state = State.STOPPED
             self._terminated.set()
-            self._changed.set()
             self._stopped.set()
+            self._wake_waiters()
 
     async def _shutdown(self, graceful: bool) -> None:
         """Spark's order: receivers, then every received block into a batch, then the clock,
@@ -536,12 +555,6 @@ class StreamingContext:
         checkpointed = self._checkpoints.state_ms if self._checkpoints is not None else None
         await self._receiver_tracker.forget_batch(time_ms, checkpointed)
 
-    def _report_error(self, error: BaseException) -> None:
-        log.error("%s", error)
-        self._errors.append(error)
-        if self._changed is not None:
-            self._changed.set()
-
     # ---- lifecycle: async ---------------------------------------------------------------
 
     async def __aenter__(self) -> StreamingContext:
@@ -554,6 +567,12 @@ class StreamingContext:
         try:
             if self.state is State.ACTIVE:
                 await self._stop_async(graceful=False)
+        except Exception as stop_failure:
+            if exc_type is None:  # nothing else is propagating: the failure is the news
+                await self._task_group.__aexit__(None, None, None)
+                raise
+            # The body's own exception goes on; this one stays in ssc.errors.
+            log.debug("while leaving the context after an error: %s", stop_failure)
         except BaseException:
             await self._task_group.__aexit__(exc_type, exc, tb)
             raise
@@ -574,16 +593,20 @@ class StreamingContext:
             )
         await self._task_group.start(self._engine)
 
-    async def _stop_async(self, graceful: bool) -> None:
-        if self.state is State.INITIALIZED:
-            self.state = State.STOPPED
-            self._terminated.set()
-            return
-        assert self._stop_request is not None
+    async def _stop_engine(self, graceful: bool) -> None:
+        """Ask the running engine to stop and wait until it has."""
+        assert self._stop_request is not None and self._stopped is not None
         self._graceful = graceful
         self._stop_request.set()
-        assert self._stopped is not None
         await self._stopped.wait()
+
+    async def _stop_async(self, graceful: bool) -> None:
+        first_new = len(self._errors)
+        if self.state is State.ACTIVE:
+            await self._stop_engine(graceful)
+        else:
+            self._mark_stopped()
+        self._raise_unsurfaced(first_new)
 
     async def _await_termination_async(self, timeout: float | None) -> bool:
         with anyio.move_on_after(timeout):
@@ -594,14 +617,65 @@ class StreamingContext:
         self._raise_first_error()
         return self._terminated.is_set()
 
+    # ---- lifecycle: errors and termination, both modes ------------------------------------
+
+    def _report_error(self, error: BaseException) -> None:
+        """The one way an error reaches the context (a failed job, a failed-output policy,
+        a component of the engine): it is logged and kept in ``errors``, and every waiter,
+        async or blocking, wakes: ``await_termination`` raises it."""
+        log.error("%s", error)
+        self._errors.append(error)
+        self._wake_waiters()
+
+    def _stop_soon(self, graceful: bool = False) -> None:
+        """Ask the engine to stop without waiting (for the engine's own components, e.g. a
+        policy that stops the context on a failed batch; call it on the engine's loop).
+        ``stop()`` afterwards raises an error reported before, unless
+        ``await_termination`` already has."""
+        if self._stop_request is not None and not self._stop_request.is_set():
+            self._graceful = graceful
+            self._stop_request.set()
+
+    def _wake_waiters(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    def _mark_stopped(self) -> None:
+        """A context that never ran is stopped at once; a stopped one stays stopped."""
+        if self.state is State.INITIALIZED:
+            self.state = State.STOPPED
+        if self.state is State.STOPPED:
+            self._terminated.set()
+            self._wake_waiters()
+
     def _raise_first_error(self) -> None:
         if self._errors:
+            self._surfaced = True
             raise self._errors[0]
+
+    def _raise_unsurfaced(self, first_new: int) -> None:
+        """What ``stop()`` raises: the first error reported while it ran (a batch of a
+        graceful stop failed), else the first error at all if no lifecycle call has raised
+        one yet (so a script that never awaited termination still fails). A second stop
+        has nothing new to raise."""
+        if len(self._errors) > first_new:
+            error = self._errors[first_new]
+        elif self._errors and not self._surfaced:
+            error = self._errors[0]
+        else:
+            return
+        self._surfaced = True
+        raise error
 
     # ---- lifecycle: both modes ----------------------------------------------------------
 
     def start(self) -> Awaitable[None]:
-        """Start receiving and processing (awaitable in async code, blocking otherwise)."""
+        """Start receiving and processing (awaitable in async code, blocking otherwise).
+
+        A failure to start (a missing directory, a pool that cannot start) is raised here;
+        the context is then stopped and ``stop()`` does nothing."""
         if in_async_context():
             return self._start_async()
         self._start_blocking()
@@ -615,7 +689,13 @@ class StreamingContext:
         graceful: bool | None = None,
         **pyspark_names: bool,
     ) -> Awaitable[None]:
-        """Stop; ``graceful=True`` first finishes every received record (Spark's order)."""
+        """Stop; ``graceful=True`` first finishes every received record (Spark's order).
+
+        Raises a job failure that happened during the stop (a batch that a graceful stop
+        finished failed) or that no lifecycle call has raised yet; stopping a stopped
+        context does nothing. ``stop_spark_context`` is PySpark's: see
+        ``aiostream_engine.pyspark`` (the executor always stops with this context here).
+        """
         graceful = bool(
             graceful if graceful is not None
             else pyspark_names.get("stopGraceFully", stop_gracefully)
@@ -626,17 +706,18 @@ class StreamingContext:
         return Ready(None)
 
     def await_termination(self, timeout: float | None = None) -> Awaitable[bool]:
-        """Wait until stopped (or ``timeout`` s); re-raises the first job failure.
+        """Wait until stopped (or ``timeout`` s); raises the first failed job's error as
+        soon as it fails (and again at every later call).
 
-        Gives whether the context has terminated (truthy in blocking mode too).
+        Gives whether the context has terminated: awaitable in async code, a plain bool in
+        blocking code.
         """
         if in_async_context():
             return self._await_termination_async(timeout)
-        self._terminated.wait(timeout)
-        self._raise_first_error()
-        return Ready(self._terminated.is_set())
+        return self._await_termination_blocking(timeout)  # type: ignore[return-value]
 
     def await_termination_or_timeout(self, timeout: float) -> Awaitable[bool]:
+        """PySpark's name for ``await_termination(timeout)``: whether it has terminated."""
         return self.await_termination(timeout)
 
     # ---- lifecycle: blocking ------------------------------------------------------------
@@ -661,14 +742,47 @@ class StreamingContext:
         self._host_future = self._loop_thread.submit(host())
         started.wait()
         if failure:
-            self._loop_thread.close()
+            self._close_loop_thread()
+            self._mark_stopped()
             raise failure[0]
+        atexit.register(self._stop_at_exit)
+
+    def _stop_at_exit(self) -> None:
+        """Spark's shutdown hook: a script that ends (or dies of an exception) without
+        stopping its context still stops it, so workers and directories go."""
+        try:
+            self._stop_blocking(graceful=False)
+        except Exception as exc:  # the script is ending; the error is not news any more
+            log.debug("stopping the context at exit: %s", exc)
 
     def _stop_blocking(self, graceful: bool) -> None:
-        if self._loop_thread is None:
-            self.state = State.STOPPED
-            self._terminated.set()
-            return
-        self._loop_thread.run(self._stop_async(graceful))
-        self._host_future.result()
-        self._loop_thread.close()
+        first_new = len(self._errors)
+        try:
+            if self.state is State.ACTIVE and self._loop_thread is not None:
+                self._loop_thread.run(self._stop_engine(graceful))
+                self._host_future.result()  # an unexpected failure of the engine itself
+            else:
+                self._mark_stopped()
+        finally:
+            self._close_loop_thread()
+        self._raise_unsurfaced(first_new)
+
+    def _close_loop_thread(self) -> None:
+        thread, self._loop_thread = self._loop_thread, None
+        if thread is not None:
+            atexit.unregister(self._stop_at_exit)
+            thread.close()
+
+    def _await_termination_blocking(self, timeout: float | None) -> bool:
+        """Wakes on termination and on every reported error (``_wake_waiters``)."""
+        if self.state is State.INITIALIZED:
+            raise ContextStateError("the context has not been started")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._wakeup:
+            while not self._terminated.is_set() and not self._errors:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._wakeup.wait(remaining)
+        self._raise_first_error()
+        return self._terminated.is_set()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from aiostream_engine import ManualClock, StateSpec, StreamingContext
+from aiostream_engine import JobFailedError, ManualClock, StateSpec, StreamingContext
 from aiostream_engine.executor.block_store import (
     BlockLostError,
     BlockRef,
@@ -197,6 +197,8 @@ async def test_a_lost_partition_without_a_disk_copy_fails_its_batch_naming_it(tm
         _kill_workers(backend)
         await advance_batches(ssc, 1)
         os.unlink(backend.spill_dir)
+        with pytest.raises(JobFailedError, match="is lost"):  # no one has raised it yet
+            await ssc.stop()
     assert [sorted(records) for _, records in out] == [[("a", 1), ("b", 2)], [("a", 2), ("b", 4)]]
     assert len(ssc.errors) == 1
     assert "is lost" in str(ssc.errors[0]) and "partition" in str(ssc.errors[0])

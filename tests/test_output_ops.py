@@ -260,6 +260,8 @@ async def test_blocking_action_in_a_coroutine_points_to_acollect() -> None:
         ssc.queue_stream([[1, 2]]).foreach_rdd(wrong)
         await ssc.start()
         await advance_batches(ssc, 1)
+        with pytest.raises(JobFailedError):  # stop() raises what no one has raised yet
+            await ssc.stop()
     [error] = errors
     assert "await rdd.acollect()" in str(error)
     [failure] = ssc.errors
