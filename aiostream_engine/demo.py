@@ -166,14 +166,16 @@ class BatchStatsPrinter(StreamingListener):
 def attach_demo(
     ssc: StreamingContext,
     readings: DStream,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     top: int = 5,
     window: float | None = None,
 ) -> DemoTotals:
     """Add the demo's output operations and statistics listener to ``ssc``; with
     ``window`` also a sliding view of the last ``window`` seconds, every second (it needs
-    ``ssc.checkpoint(directory)``)."""
+    ``ssc.checkpoint(directory)``). Lines go to ``out`` (default: ``sys.stdout`` as it
+    is when called)."""
     totals = DemoTotals()
+    out = out or sys.stdout
 
     def write(line: str) -> None:
         print(line, file=out, flush=True)
@@ -232,12 +234,13 @@ async def run_demo(
     malformed_fraction: float = 0.01,
     window: float = 30.0,
     checkpoint_dir: str | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     handle_signals: bool = True,
     ui_port: int = 4040,
 ) -> DemoTotals:
     """Run the demo until ``duration`` seconds have passed (0: until Ctrl-C / SIGTERM),
     then stop gracefully: every reading received is processed and printed."""
+    out = out or sys.stdout
     print(
         f"aiostream-engine demo: {devices} devices, {rate:g} readings/s, batch "
         f"{batch_interval:g} s"
