@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine import JobFailedError, ManualClock, StreamingContext
 from aiostream_engine.sinks import PostgresSink
 from aiostream_engine.sources.kafka import TopicAndPartition
 from aiostream_engine.testing import advance_batches
@@ -74,3 +74,5 @@ async def test_an_aggregated_output_cannot_store_offsets(
         await ssc.start()
         await advance_batches(ssc, 1)
         assert "lineage has ShuffledRDD" in str(ssc.errors[0])
+        with pytest.raises(JobFailedError, match="lineage has ShuffledRDD"):
+            await ssc.stop()  # raises the failure no lifecycle call has raised yet
