@@ -21,7 +21,14 @@ from typing import Any
 
 import anyio
 
-from aiostream_engine import BatchInfo, ManualClock, Receiver, StreamingContext, StreamingListener
+from aiostream_engine import (
+    BatchInfo,
+    JobFailedError,
+    ManualClock,
+    Receiver,
+    StreamingContext,
+    StreamingListener,
+)
 from aiostream_engine.scheduler.listener import BatchSubmitted
 from aiostream_engine.ui.status import StreamingStatus
 
@@ -117,4 +124,8 @@ class Scenario:
 
     async def __aexit__(self, *exc: Any) -> None:
         self.gate.set()
-        await self.ssc.__aexit__(*exc)
+        try:
+            await self.ssc.__aexit__(*exc)
+        except JobFailedError as failure:  # stop() raises a failure no one has raised yet
+            if ERROR not in str(failure):  # only batch 3.0's deliberate one is expected
+                raise
