@@ -16,7 +16,7 @@ import anyio
 import orjson
 import pytest
 
-from aiostream_engine import ManualClock, OperatorError, StreamingContext
+from aiostream_engine import JobFailedError, ManualClock, OperatorError, StreamingContext
 from aiostream_engine.decoding import DecodedReceiverInputDStream, ItemDecoder
 from aiostream_engine.rdd.side_output import SideOutput, TaskOutput, emit_side
 from aiostream_engine.rdd.tasks import RecordsInput, ShuffleWrite, Stage, TaskPlan, execute_packed
@@ -190,6 +190,8 @@ async def test_a_broken_decoder_fails_the_job_naming_the_stage() -> None:
         await ssc.start()
         await feed(receiver, [b"1"])
         await advance_batches(ssc, 1)
+        with pytest.raises(JobFailedError):  # stop() raises the failure no one has raised
+            await ssc.stop()
     cause = ssc.errors[0].cause.cause  # type: ignore[attr-defined]
     assert isinstance(cause, OperatorError)
     assert (cause.operator, str(cause)) == ("decode raw", "decode raw raised ValueError: corrupt block")
