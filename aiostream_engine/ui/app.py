@@ -63,7 +63,7 @@ def build_app(ui: StreamingUI) -> Starlette:
     def check_app(request: Request) -> None:
         app_id = request.path_params["app_id"]
         if app_id != ui.application.id:
-            raise spark_api.NotFound(f"unknown app: {app_id}")
+            raise spark_api.NotFound(f"no such app: {app_id}")
 
     async def index(request: Request) -> Response:
         return _page("index.html", request)

@@ -1,10 +1,10 @@
 """Read-only counters of a running context, gathered in one place for /metrics and the page.
 
 Each engine part keeps plain counters on itself (the task runner's attempts, a receiver
-supervisor's restarts, a write-ahead log's appends, a source's dead letters, a stream's
-rate bound); this module is the one place the UI reaches into the context for them, so
-the rest of the UI depends on these few methods, not on the engine's internals. Parts
-other lanes add are read duck-typed (``getattr``), so they appear once they exist.
+supervisor's restarts, a write-ahead log's appends, a stream's rate bound); this module is
+the one place the UI reaches into the context for them, so the rest of the UI depends on
+these few methods, not on the engine's internals. Parts other lanes add are read
+duck-typed (``getattr``), so they appear once they exist.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ class ReceiverCounters:
     name: str
     restarts: int
     errors: int
-    dead_letters: int
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,6 @@ class EngineView:
                 s.receiver.display_name,
                 s.restarts,
                 s.errors,
-                int(getattr(s.receiver, "dead_letter_count", 0)),
             )
             for stream_id, s in sorted(supervisors.items())
         ]

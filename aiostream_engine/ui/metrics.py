@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..scheduler.listener import BatchCompleted, BatchSubmitted, StreamingListener
+from ..scheduler.listener import BatchCompleted, StreamingListener
 from .engine_view import EngineView
 from .live import LiveFeed
 from .status import StreamingStatus
@@ -54,7 +54,9 @@ class StreamingMetrics(StreamingListener):
             ["kind"], registry=registry,
         )
         self.records = Counter(
-            "aiostream_records_received", "Records each input stream put into batches.",
+            "aiostream_records_received",
+            "Records each input stream put into completed batches (final counts: a stream "
+            "decoded on the workers counts the records that decoded).",
             STREAM_LABELS, registry=registry,
         )
         self.scheduling_delay = Histogram(
@@ -102,11 +104,6 @@ class StreamingMetrics(StreamingListener):
         for stream_id, name in self._names.items():
             self.records.labels(str(stream_id), name)
 
-    def on_batch_submitted(self, event: BatchSubmitted) -> None:
-        for stream_id, info in event.batch_info.stream_id_to_input_info.items():
-            name = self._names.get(stream_id, f"stream-{stream_id}")
-            self.records.labels(str(stream_id), name).inc(info.num_records)
-
     def on_checkpoint_write_failed(self, event: Any) -> None:
         """``CheckpointWriteFailed`` (durability): one failed attempt to write a file."""
         self.checkpoint_failures.labels(str(getattr(event, "kind", "checkpoint"))).inc()
@@ -114,6 +111,9 @@ class StreamingMetrics(StreamingListener):
     def on_batch_completed(self, event: BatchCompleted) -> None:
         info = event.batch_info
         self.batches_completed.inc()
+        for stream_id, records in info.stream_id_to_num_records.items():
+            name = self._names.get(stream_id, f"stream-{stream_id}")
+            self.records.labels(str(stream_id), name).inc(records)
         self.last_records.set(info.num_records)
         for value, histogram, gauge in (
             (info.scheduling_delay, self.scheduling_delay, self.last_scheduling_delay),
@@ -166,14 +166,13 @@ class EngineCollector(Collector):
             "aiostream_dead_letters", "Records a source could not decode (dead letters).",
             labels=STREAM_LABELS,
         )
-        dead_letters = dict(self._status.dead_letters_by_stream)
         for r in receivers:
             labels = [str(r.stream_id), r.name]
             restarts.add_metric(labels, r.restarts)
             errors.add_metric(labels, r.errors)
-            dead_letters[r.stream_id] = dead_letters.get(r.stream_id, 0) + r.dead_letters
-        for stream_id, count in sorted(dead_letters.items()):
-            dead.add_metric([str(stream_id), self._status.input_names.get(stream_id, "")], count)
+        dead_letters = self._status.dead_letters_by_stream
+        for stream_id, name in sorted(self._status.input_names.items()):
+            dead.add_metric([str(stream_id), name], dead_letters.get(stream_id, 0))
         yield from (restarts, errors, dead)
 
         active = GaugeMetricFamily(

@@ -14,6 +14,7 @@ import anyio
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
+from ..dstream.input import ReceiverInputDStream
 from ..loop_lag import LoopLagProbe
 from .engine_view import EngineView
 from .live import LiveFeed
@@ -44,9 +45,7 @@ class StreamingUI:
         self._ssc = ssc
         self.lag = LoopLagProbe()
         self.view = EngineView(ssc, self.lag)
-        self.status = StreamingStatus(
-            ssc.clock, ssc.batch_interval, {}, ssc.conf.retained_batches
-        )
+        self.status = StreamingStatus(ssc.clock, ssc.batch_interval, ssc.conf.retained_batches)
         self.registry = CollectorRegistry(auto_describe=True)
         self.feed = LiveFeed(self.status)
         self.metrics = StreamingMetrics(self.registry, self.status, self.view, self.feed)
@@ -73,8 +72,9 @@ class StreamingUI:
 
     def graph_built(self) -> None:
         """The graph is final (the context is starting): learn its input streams."""
-        names = {s.id: s.name for s in self._ssc._inputs}
-        self.status.set_inputs(names)
+        inputs = self._ssc._inputs
+        names = {s.id: s.name for s in inputs}
+        self.status.set_inputs(names, sum(isinstance(s, ReceiverInputDStream) for s in inputs))
         self.metrics.set_inputs(names)
 
     async def run(self, serve: bool, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

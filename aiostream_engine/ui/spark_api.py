@@ -108,7 +108,7 @@ def statistics(status: StreamingStatus) -> dict[str, Any]:
         "batchDuration": batch_ms,
         "numReceivers": num_receivers,
         "numActiveReceivers": status.active_receivers,
-        "numInactiveReceivers": num_receivers - status.active_receivers,
+        "numInactiveReceivers": status.inactive_receivers,
         "numTotalCompletedBatches": status.total_completed,
         "numRetainedCompletedBatches": len(status.completed),
         "numActiveBatches": len(status.waiting) + len(status.running),

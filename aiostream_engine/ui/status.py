@@ -48,15 +48,15 @@ class ReceiverState:
 class StreamingStatus(StreamingListener):
     """A listener; the context adds it when the UI or metrics are on."""
 
-    def __init__(
-        self, clock: Clock, batch_interval: float, input_names: dict[int, str], retained: int
-    ) -> None:
+    def __init__(self, clock: Clock, batch_interval: float, retained: int) -> None:
         self._clock = clock
         #: Where receivers run: the driver's host (they are tasks on its event loop).
         self.host = socket.gethostname()
         self.batch_interval = batch_interval
-        #: Every input stream of the graph (receiver-fed or not), by id.
-        self.input_names = dict(input_names)
+        #: Every input stream of the graph (receiver-fed or not), by id; and how many of
+        #: them are fed by a receiver (``set_inputs``, as the context starts).
+        self.input_names: dict[int, str] = {}
+        self.receiver_streams = 0
         self.start_time: float | None = None
         self.waiting: dict[int, BatchInfo] = {}
         self.running: dict[int, BatchInfo] = {}
@@ -65,19 +65,24 @@ class StreamingStatus(StreamingListener):
         self.total_failed = 0
         self.total_received_records = 0
         self.total_processed_records = 0
-        #: Records per input stream, summed over every batch started.
-        self.records_by_stream: dict[int, int] = dict.fromkeys(self.input_names, 0)
+        #: Records per input stream, summed over every batch started (a completed batch
+        #: with its final counts).
+        self.records_by_stream: dict[int, int] = {}
         #: Dead letters per input stream, from batches' ``dead_letters`` metadata (streams
         #: decoded on the workers amend it when the batch completes).
         self.dead_letters_by_stream: dict[int, int] = {}
         self.receivers: dict[int, ReceiverState] = {}
         self._failed: dict[int, None] = {}  # ids of failed batches, oldest first (bounded)
-        self._received: set[int] = set()  # batches counted into total_received_records
+        #: Records per stream counted into the totals for each started, not yet completed
+        #: batch: a stream decoded on the workers knows its counts only at completion.
+        self._counted: dict[int, dict[int, int]] = {}
         self._changed = anyio.Event()
 
-    def set_inputs(self, names: dict[int, str]) -> None:
-        """The graph's input streams (known once the context starts)."""
+    def set_inputs(self, names: dict[int, str], receiver_streams: int) -> None:
+        """The graph's input streams, ``receiver_streams`` of them fed by a receiver
+        (known once the context starts)."""
         self.input_names = dict(names)
+        self.receiver_streams = receiver_streams
         for stream_id in names:
             self.records_by_stream.setdefault(stream_id, 0)
 
@@ -113,7 +118,7 @@ class StreamingStatus(StreamingListener):
         self.waiting.pop(key, None)
         self.running.pop(key, None)
         self._count_received(info)  # a batch without jobs completes without starting
-        self._received.discard(key)
+        self._recount_received(key, info)
         self.completed.append(info)
         self.total_completed += 1
         if info.failed:
@@ -148,15 +153,23 @@ class StreamingStatus(StreamingListener):
             del self._failed[next(iter(self._failed))]
 
     def _count_received(self, info: BatchInfo) -> None:
+        """Spark counts a batch's records as received when it starts."""
         key = batch_id(info)
-        if key in self._received:
+        if key in self._counted:
             return
-        self._received.add(key)
-        self.total_received_records += info.num_records
-        for stream_id, input_info in info.stream_id_to_input_info.items():
-            self.records_by_stream[stream_id] = (
-                self.records_by_stream.get(stream_id, 0) + input_info.num_records
-            )
+        counted = self._counted[key] = info.stream_id_to_num_records
+        self._add_received(counted)
+
+    def _recount_received(self, key: int, info: BatchInfo) -> None:
+        """The batch completed: its final counts replace those counted at its start."""
+        counted = self._counted.pop(key, {})
+        final = info.stream_id_to_num_records
+        self._add_received({i: n - counted.get(i, 0) for i, n in final.items()})
+
+    def _add_received(self, records: dict[int, int]) -> None:
+        for stream_id, count in records.items():
+            self.total_received_records += count
+            self.records_by_stream[stream_id] = self.records_by_stream.get(stream_id, 0) + count
 
     def _receiver(self, info: ReceiverInfo, error: bool = False) -> None:
         state = self.receivers.get(info.stream_id)
@@ -190,6 +203,12 @@ class StreamingStatus(StreamingListener):
     @property
     def active_receivers(self) -> int:
         return sum(1 for r in self.receivers.values() if r.info.active)
+
+    @property
+    def inactive_receivers(self) -> int:
+        """Spark's count: the graph's receiver streams less the active receivers (one
+        not started yet is inactive)."""
+        return max(0, self.receiver_streams - self.active_receivers)
 
     # ---- waiting for a change (the live page, tests) -------------------------------------
 

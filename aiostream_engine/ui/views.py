@@ -61,8 +61,7 @@ def summary(
             "lastErrorTime": state.last_error_time if state else None,
             "restarts": r.restarts if r else 0,
             "errors": r.errors if r else 0,
-            "deadLetters": (r.dead_letters if r else 0)
-            + status.dead_letters_by_stream.get(stream_id, 0),
+            "deadLetters": status.dead_letters_by_stream.get(stream_id, 0),
             "rateBound": bounds.get(stream_id),
             "records": status.records_by_stream.get(stream_id, 0),
         })

@@ -9,7 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from aiostream_engine import BatchInfo
+from aiostream_engine import BatchInfo, ManualClock
+from aiostream_engine.scheduler.listener import ReceiverInfo, ReceiverStarted, ReceiverStopped
+from aiostream_engine.ui import spark_api
+from aiostream_engine.ui.status import StreamingStatus
 
 from .scenario import ERROR, RECEIVED, RECEIVER_ERROR, RECEIVER_NAME, Scenario
 
@@ -146,7 +149,27 @@ async def test_receivers_report_state_errors_and_rates() -> None:
         }
         assert [r["streamId"] for r in await api(client, "receivers")] == [0, 1]
         statistics = await api(client, "statistics")
-        assert (statistics["numReceivers"], statistics["numActiveReceivers"]) == (1, 1)
+        assert [statistics[k] for k in RECEIVER_COUNTS] == [1, 1, 0]
+
+
+RECEIVER_COUNTS = ("numReceivers", "numActiveReceivers", "numInactiveReceivers")
+
+
+def test_inactive_receivers_are_the_graphs_receiver_streams_not_active_as_in_spark() -> None:
+    """Spark: numReceivers counts receivers that reported, numInactiveReceivers the
+    graph's receiver streams less the active ones (one not started yet is inactive)."""
+    status = StreamingStatus(ManualClock(0.0), 1.0, retained=10)
+    status.set_inputs({0: "a", 1: "b", 2: "queue"}, receiver_streams=2)
+
+    def counts() -> list[int]:
+        statistics = spark_api.statistics(status)
+        return [statistics[k] for k in RECEIVER_COUNTS]
+
+    assert counts() == [0, 0, 2]
+    status.on_receiver_started(ReceiverStarted(ReceiverInfo(0, "a", active=True)))
+    assert counts() == [1, 1, 1]
+    status.on_receiver_stopped(ReceiverStopped(ReceiverInfo(0, "a", active=False)))
+    assert counts() == [1, 0, 2]
 
 
 async def test_unknown_ids_are_404_and_bad_status_400_as_in_spark() -> None:
@@ -158,7 +181,7 @@ async def test_unknown_ids_are_404_and_bad_status_400_as_in_spark() -> None:
             (f"{base}/batches/999", "unknown batch: 999"),
             (f"{base}/batches/1000/operations/7", "unknown output operation: 7"),
             (f"{base}/receivers/5", "unknown receiver: 5"),
-            ("api/v1/applications/nope/streaming/statistics", "unknown app: nope"),
+            ("api/v1/applications/nope/streaming/statistics", "no such app: nope"),
         ]:
             response = await client.get(path)
             assert (response.status_code, response.text) == (404, message)

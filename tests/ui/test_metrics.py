@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiostream_engine import ManualClock, StreamingContext
-from aiostream_engine.testing import advance_batches
+from aiostream_engine.testing import advance_batches, collect_batches
+from tests.brokers import Mosquitto
+from tests.mqtt.test_mqtt_stream import publisher, store_received, until
 
 from .scenario import Scenario
 
@@ -44,6 +46,12 @@ async def test_metrics_equal_the_run() -> None:
         found = samples((await client.get("metrics")).text)
         history = run.ssc.batch_history
         counts = run.ssc._runner.counts
+        assert run.ssc._ui is not None
+        probe = run.ssc._ui.lag
+        # Read in one step (no await between): the probe cannot tick in between.
+        lag = samples(generate_latest(run.ssc.metrics_registry).decode())
+        assert value(lag, "aiostream_event_loop_lag_seconds_count") == probe.samples
+        assert value(lag, "aiostream_event_loop_lag_last_seconds") == probe.last
 
     assert value(found, "aiostream_batches_completed_total") == len(history) == 3
     assert value(found, "aiostream_batches_failed_total") == 1
@@ -72,7 +80,6 @@ async def test_metrics_equal_the_run() -> None:
     assert value(found, "aiostream_tasks_succeeded_total") == counts.succeeded > 0
     assert value(found, "aiostream_task_retries_total") == 0
     assert value(found, "aiostream_batches_active") == 0
-    assert value(found, "aiostream_event_loop_lag_seconds_count") >= 0
 
 
 def fail_first_attempt(marker: str) -> Any:
@@ -192,25 +199,15 @@ async def test_state_sizes_are_the_keys_held(tmp_path: Path) -> None:
     assert sizes == [2, 1, 1]
 
 
-async def test_dead_letters_from_batch_metadata_and_final_output_failures() -> None:
-    """Sources that decode on the workers report a batch's dead letters in its input
-    metadata (``dead_letters``); durability's final ``OutputOperationFailed`` (no retry to
-    come) fails a batch even if it never completes."""
+async def test_a_final_output_operation_failure_fails_its_batch_once() -> None:
+    """Durability's ``OutputOperationFailed`` (not on main yet: its event is built here)
+    fails a batch when no retry is to come, even if the batch never completes; a batch
+    is counted as failed once, whatever signals it."""
     from types import SimpleNamespace
 
     clock = ManualClock(0.0)
-    conf = {"ui_enabled": False}
-    async with StreamingContext(1.0, master="local", clock=clock, conf=conf) as ssc:
-        stream = ssc.queue_stream([[1, 2], [3]])
-        read = stream.input_info_at
-
-        def with_dead_letters(time_ms: int) -> Any:
-            info = read(time_ms)
-            info.metadata["dead_letters"] = 2  # as a worker-side decoder amends it
-            return info
-
-        stream.input_info_at = with_dead_letters  # type: ignore[method-assign]
-        stream.foreach_rdd(lambda rdd: None)
+    async with StreamingContext(1.0, master="local", clock=clock, conf={"ui_enabled": False}) as ssc:
+        ssc.queue_stream([[1, 2], [3]]).foreach_rdd(lambda rdd: None)
         registry = ssc.metrics_registry
         await ssc.start()
         infos = await advance_batches(ssc, 2)
@@ -223,5 +220,45 @@ async def test_dead_letters_from_batch_metadata_and_final_output_failures() -> N
         status.on_output_operation_failed(SimpleNamespace(output_operation_info=op, retry_in=None))
         status.on_output_operation_failed(SimpleNamespace(output_operation_info=op, retry_in=None))
         found = samples(generate_latest(registry).decode())
-    assert value(found, "aiostream_dead_letters_total", stream_id="0", stream="queue_stream") == 4
     assert value(found, "aiostream_batches_failed_total") == 1
+
+
+async def test_a_stream_decoded_on_the_workers_counts_its_final_records_and_dead_letters_once(
+    mosquitto: Mosquitto,
+) -> None:
+    """MQTT payloads are decoded on the workers: a batch's counts are known only as it
+    completes (records that decoded, dead letters), and its receiver counts the dead
+    letters too. Metrics and the API hold the final counts, each dead letter once."""
+    payloads = [b'{"i": 0}', b"{not json", b'{"i": 1}', b"", b'{"i": 2}']
+    conf = {"ui_enabled": True, "ui_port": 0, "receiver_restart_delay": 0.5}
+    async with StreamingContext(1.0, master="local", clock=ManualClock(0.0), conf=conf) as ssc:
+        stream = ssc.mqtt_stream(mosquitto.host, mosquitto.port, "dev/+", client_id="ui-dl")
+        dead = stream.dead_letters()
+        collect_batches(stream)
+        collect_batches(dead)
+        await ssc.start()
+        receiver = stream.receiver
+        await until(lambda: receiver.connections == 1, "the subscription")
+        async with publisher(mosquitto) as client:
+            for n, payload in enumerate(payloads):
+                await client.publish(f"dev/{n}", payload, qos=1)
+        await store_received(ssc, [receiver], len(payloads))
+        (info,) = await advance_batches(ssc, 1)
+        assert ssc._ui is not None
+        await ssc._ui.status.wait_for_batch(info.batch_time)
+        async with httpx.AsyncClient(base_url=ssc.ui_url) as client:
+            found = samples((await client.get("metrics")).text)
+            (app,) = (await client.get("api/v1/applications")).json()
+            base = f"api/v1/applications/{app['id']}/streaming"
+            statistics = (await client.get(f"{base}/statistics")).json()
+            summary = (await client.get("api/ui/summary")).json()
+    assert info.stream_id_to_num_records == {stream.id: 3, dead.id: 2}
+    assert receiver.dead_letter_count == 2
+    for stream_id, name, records in [(stream.id, stream.name, 3), (dead.id, dead.name, 2)]:
+        labels = {"stream_id": str(stream_id), "stream": name}
+        assert value(found, "aiostream_records_received_total", **labels) == records
+    assert value(found, "aiostream_dead_letters_total", stream_id=str(stream.id), stream=stream.name) == 2
+    assert (statistics["numReceivedRecords"], statistics["numProcessedRecords"]) == (5, 5)
+    by_id = {s["id"]: s for s in summary["streams"]}
+    assert (by_id[stream.id]["records"], by_id[stream.id]["deadLetters"]) == (3, 2)
+    assert (by_id[dead.id]["records"], by_id[dead.id]["deadLetters"]) == (2, 0)
