@@ -36,9 +36,9 @@ ALIASES: dict[str, list[str]] = {
     "StreamingContext": [
         "queue_stream", "socket_text_stream", "text_file_stream", "receiver_stream",
         "await_termination", "await_termination_or_timeout", "add_streaming_listener",
-        "remove_streaming_listener",
+        "remove_streaming_listener", "add_py_file",
     ],
-    "TaskRunner": ["empty_rdd"],
+    "TaskRunner": ["empty_rdd", "add_py_file"],
 }
 
 

@@ -83,8 +83,9 @@ class StreamingConf:
     local_dir: str | None = _key(
         None,
         "Directory for the disk copies of cached partitions (state, windows) of local[N] "
-        "workers, so a worker that dies loses none; default: the system's temporary "
-        "directory. Removed at stop.",
+        "and Dask workers, so a worker that dies loses none; default: the system's temporary "
+        "directory. On a Dask cluster of several machines: storage every worker reaches. "
+        "Removed at stop.",
         "spark.local.dir",
     )
     shared_memory_dir: str = _key(
@@ -181,6 +182,13 @@ class StreamingConf:
         0.5,
         "Seconds before the first retry of a partition write, doubling per retry (default "
         "of write_to's backoff).",
+        None,
+    )
+    # ---- the Dask backend (dask://host:port, dask-local[N]) ----
+    dask_connect_timeout: float = _key(
+        10.0,
+        "Seconds a Dask master waits at start for its scheduler to answer, and then for a "
+        "worker (dask-local[N]: all N), before the start fails with a clear error.",
         None,
     )
 
@@ -328,6 +336,10 @@ class StreamingConf:
                      "max_pending_batches", "retained_batches", "listener_queue_size"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dask_connect_timeout <= 0:
+            raise ConfigurationError(
+                f"dask_connect_timeout must be > 0 seconds, got {self.dask_connect_timeout}"
+            )
         if self.default_parallelism is not None and self.default_parallelism < 1:
             raise ConfigurationError("default_parallelism must be >= 1")
         if self.sink_max_concurrency < 1 or self.sink_max_retries < 0 or self.sink_retry_backoff < 0:

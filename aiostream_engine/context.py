@@ -184,6 +184,12 @@ class StreamingContext:
 
     sparkContext = spark_context  # noqa: N815
 
+    def add_py_file(self, path: str) -> None:
+        """Ship a ``.py`` file or a ``.zip`` / ``.egg`` of packages to every worker, for the
+        job's functions to import there (Spark's ``addPyFile``): a module a Dask worker
+        lacks is otherwise an error naming it. Call before start."""
+        self._runner.add_py_file(path)
+
     @property
     def batch_interval(self) -> float:
         return to_seconds(self.batch_ms)

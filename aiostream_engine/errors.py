@@ -28,9 +28,29 @@ class DataNotSerializableError(StreamingError, TypeError):
 
     def __init__(self, what: str, cause: BaseException) -> None:
         super().__init__(
-            f"{what} cannot be pickled for the workers of local[N]: "
+            f"{what} cannot be pickled for the worker processes: "
             f"{type(cause).__name__}: {cause}"
         )
+
+
+class ClusterUnavailableError(StreamingError, ConnectionError):
+    """The cluster an executor backend runs on cannot be reached, or was lost (the Dask
+    scheduler went away). Retrying a task cannot help: the job fails at once."""
+
+
+class WorkerImportError(StreamingError, ImportError):
+    """A worker cannot import a module the job's functions were pickled by reference from."""
+
+    def __init__(self, module: str, worker: str) -> None:
+        super().__init__(
+            f"module {module!r} cannot be imported on worker {worker}: install it on every "
+            f"worker, or ship it with ssc.add_py_file(path) (Spark's addPyFile)"
+        )
+        self.module = module
+        self.worker = worker
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.module, self.worker))
 
 
 class OperatorError(StreamingError):

@@ -1,8 +1,11 @@
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.brokers import mosquitto
+from tests.dask_cluster import DaskCluster
 from tests.kafka_brokers import (
     add_kafka_option,
     kafka_broker,
@@ -10,6 +13,7 @@ from tests.kafka_brokers import (
     private_kafka_broker,
     real_kafka,
 )
+from tests.masters import resolve_master
 from tests.postgres import pg_schema
 
 __all__ = [
@@ -29,3 +33,20 @@ os.environ["AIOSTREAM_UI_ENABLED"] = "false"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A `dask scheduler` and two `dask worker` processes on loopback, for the session."""
+    cluster = DaskCluster(Path(tmp_path_factory.mktemp("dask-cluster")), workers=2)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def master(request: pytest.FixtureRequest) -> str:
+    """The master a test parametrized with ``indirect=["master"]`` runs on; ``dask-local[2]``
+    is the session's two-worker cluster (see ``tests/dask_cluster.py``)."""
+    return resolve_master(request, str(request.param))

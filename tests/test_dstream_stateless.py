@@ -1,5 +1,5 @@
-"""Every stateless DStream operation against its expected per-batch outputs, on ``local``
-and on ``local[2]``. Many cases are PySpark's own (pyspark/streaming/tests/test_dstream.py);
+"""Every stateless DStream operation against its expected per-batch outputs, on ``local``,
+``local[2]`` and ``dask-local[2]``. Many cases are PySpark's own (pyspark/streaming/tests/test_dstream.py);
 keyed outputs are compared as sorted lists."""
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from aiostream_engine import (
 )
 from aiostream_engine.rdd.core import RDD
 from aiostream_engine.testing import advance_batches, collect_batches, run_stream
+from tests.masters import MASTERS, resolve_master
 
 pytestmark = pytest.mark.anyio
 
-MASTERS = ["local", "local[2]"]
 
 
 @pytest.fixture(params=MASTERS)
 def master(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    return resolve_master(request, str(request.param))
 
 
 def sort_each(batches: list[list[Any]]) -> list[list[Any]]:

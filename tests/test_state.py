@@ -31,8 +31,7 @@ from aiostream_engine import (
 )
 from aiostream_engine.dstream.stateful import StateRDD
 from aiostream_engine.testing import advance_batches, collect_batches, run_stream
-
-MASTERS = ["local", "local[2]"]
+from tests.masters import MASTERS
 
 
 @pytest.fixture
@@ -81,7 +80,7 @@ def words(lines: DStream) -> DStream:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_running_word_count(master: str, checkpointed: Any) -> None:
     def running(values: list[int], state: int | None) -> int:
         return sum(values) + (state or 0)
@@ -103,7 +102,7 @@ async def test_running_word_count(master: str, checkpointed: Any) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_returning_none_removes_the_key(master: str, checkpointed: Any) -> None:
     def until_quiet(values: list[int], state: int | None) -> int | None:
         # a key lives while it has data; a total of 3 or more also ends it
@@ -125,7 +124,7 @@ async def test_returning_none_removes_the_key(master: str, checkpointed: Any) ->
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_every_key_is_updated_every_batch(master: str, checkpointed: Any) -> None:
     """The update sees each batch's values as a list, [] when the key had none."""
 
@@ -145,7 +144,7 @@ async def test_every_key_is_updated_every_batch(master: str, checkpointed: Any) 
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_initial_rdd_seeds_the_state(master: str, checkpointed: Any) -> None:
     def build(lines: DStream) -> DStream:
         initial = lines.context.spark_context.parallelize([("a", 10), ("z", 5)], 2)
@@ -176,7 +175,7 @@ async def test_initial_state_may_be_a_list_and_camel_case_alias(checkpointed: An
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_state_is_hash_partitioned(master: str, checkpointed: Any) -> None:
     """Partition i of the state holds exactly the keys with stable_hash(key) % n == i."""
     out = await run_stream(
@@ -282,7 +281,7 @@ def snapshots_too(spec: StateSpec) -> Callable[[DStream], list[DStream]]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_map_with_state_outputs_one_per_record(master: str, tmp_path: Path) -> None:
     mapped, snapshots = await run_outputs(
         snapshots_too(StateSpec(running_total, num_partitions=2)),
@@ -313,7 +312,7 @@ async def test_records_of_a_key_are_seen_in_batch_order(checkpointed: Any) -> No
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_remove_and_none_outputs(master: str, tmp_path: Path) -> None:
     """state.remove() drops the key; every returned value is emitted, None included."""
 
@@ -336,7 +335,7 @@ async def test_remove_and_none_outputs(master: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_timeouts_fire_on_the_right_batch(master: str, tmp_path: Path) -> None:
     # timeout 2 s, 1 s batches: a key last seen at batch b times out at batch b + 3
     mapped, snapshots = await run_outputs(
@@ -392,7 +391,7 @@ async def test_data_refreshes_a_key_clock_even_without_update(tmp_path: Path) ->
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_update_on_a_timing_out_state_raises(master: str, checkpointed: Any) -> None:
     def func(key: str, value: int | None, state: State) -> None:
         state.update(value)
@@ -416,7 +415,7 @@ async def test_get_without_state_raises(checkpointed: Any) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_map_with_state_initial_state(master: str, tmp_path: Path) -> None:
     def build(pairs: DStream) -> list[DStream]:
         initial = pairs.context.spark_context.parallelize([("a", 10), ("z", 5)])

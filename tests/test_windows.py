@@ -19,6 +19,7 @@ from aiostream_engine.dstream.base import DStream
 from aiostream_engine.dstream.reduced_window import ReducedWindowedDStream, WindowedDStream
 from aiostream_engine.errors import JobFailedError, WindowCheckError
 from aiostream_engine.testing import advance_batches, collect_batches, run_stream
+from tests.masters import MASTERS
 
 add, sub = operator.add, operator.sub
 
@@ -46,14 +47,14 @@ ONE_PER_BATCH = [[k] for k in range(6)]  # batch k (1-based) holds [k - 1]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", ["local", "local[2]"])
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_design_window_4_slide_2(master: str) -> None:
     out = await run_stream(lambda s: s.window(4, 2), ONE_PER_BATCH, num_batches=8, master=master)
     assert sort_batches(out) == [[0, 1], [0, 1, 2, 3], [2, 3, 4, 5], [4, 5]]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", ["local", "local[2]"])
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_design_window_2_slide_3(master: str) -> None:
     """The slide is longer than the window: batches 1, 4 are in no window."""
     out = await run_stream(lambda s: s.window(2, 3), ONE_PER_BATCH, master=master)
@@ -61,7 +62,7 @@ async def test_design_window_2_slide_3(master: str) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", ["local", "local[2]"])
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_design_pyspark_range_example(master: str) -> None:
     out = await run_stream(
         lambda s: s.window(1.5, 0.5).count(),
@@ -175,7 +176,7 @@ W3_S1 = [
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", ["local", "local[2]"])
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_reduce_by_key_and_window_with_and_without_inverse(master: str) -> None:
     naive = await run_windowed(
         lambda s: s.reduce_by_key_and_window(add, None, 3, 1), KEYED, num_batches=9, master=master
@@ -330,7 +331,7 @@ async def test_count_by_window_before_the_first_record() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("master", ["local", "local[2]"])
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_count_by_value_and_window_drops_zero_counts(master: str) -> None:
     out = await run_windowed(
         lambda s: s.count_by_value_and_window(2, 1),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..rdd.tasks import SharedSlices, TaskPlan
+from ..rdd.tasks import TaskInput, TaskPlan
 from .block_store import BlockRef
 
 
@@ -25,19 +25,30 @@ class ExecutorBackend(Protocol):
         """Where blocks get a disk copy (None: memory only; see ``block_store``)."""
         ...
 
+    def add_py_file(self, path: str) -> None:
+        """Make the module file or archive ``path`` (checked, absolute) importable by every
+        task from start on (``py_files``). Called before ``start``."""
+        ...
+
     def release_blocks(self, refs: list[BlockRef]) -> None:
         """Drop blocks no RDD holds any more. Called from finalizers: any thread, no await."""
         ...
 
-    async def share(self, records: list[Any]) -> SharedSlices | None:
-        """A parallelized partition in a form every task can read without it being sent
-        again (``shared_input``); None: it travels with each task."""
+    async def share(self, partitions: list[list[Any]], reusable: bool) -> list[TaskInput | None]:
+        """Each partition of a driver-side RDD in a form every task can read without it
+        being sent again (``shared_input``, a cluster's scattered data), or None where it
+        travels with each task. ``reusable``: many jobs may read it (``parallelize``)."""
         ...
 
     async def start(self) -> None: ...
 
     async def run(self, plan: TaskPlan, index: int) -> list[Any]:
-        """Run one task and return its output; raises the task's error."""
+        """Run one task and return its output; raises the task's error.
+
+        A shuffle map task's output is its buckets, each in whatever form this backend's
+        ``ShuffleInput`` reads (records, ``PackedBucket``, a reference to a bucket kept on
+        a worker): the driver only hands them on to the reduce tasks.
+        """
         ...
 
     async def stop(self) -> None: ...

@@ -20,11 +20,16 @@ lives in memory only, with a warning, and reading it after its worker died raise
 Blocks are dropped when the RDD holding their ``CachedBlocks`` is garbage collected (or
 unpersisted): the same lifetime a driver-side cache had, so a window computed ahead that
 still holds a batch keeps that batch's blocks.
+
+A cluster backend (``executor.dask``) holds blocks as the cluster's own data instead: it
+hands a task the blocks it reads (``lending``), and learns which blocks the task stored
+(the list ``lending`` yields) to take them over from this process's store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import pickle
@@ -32,7 +37,7 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +77,25 @@ class BlockRef:
         STORE.put(self, records)
 
 
+#: The blocks lent to the task running in this thread, and the ids of those it stored.
+_LENT: contextvars.ContextVar[tuple[Mapping[str, list[Any]], list[str]] | None] = (
+    contextvars.ContextVar("aiostream_lent_blocks", default=None)
+)
+
+
+@contextlib.contextmanager
+def lending(blocks: Mapping[str, list[Any]]) -> Iterator[list[str]]:
+    """Within the block, ``STORE.get`` finds ``blocks`` (id -> records) first, and the
+    yielded list collects the ids of the blocks ``STORE.put`` stores: for one task, in the
+    thread that runs it."""
+    written: list[str] = []
+    token = _LENT.set((blocks, written))
+    try:
+        yield written
+    finally:
+        _LENT.reset(token)
+
+
 class BlockStore:
     """One process's blocks (memory, plus the disk copies it wrote or loaded)."""
 
@@ -80,6 +104,9 @@ class BlockStore:
         self._lock = threading.Lock()  # the local backend's task thread and the loop share it
 
     def put(self, ref: BlockRef, records: list[Any]) -> None:
+        lent = _LENT.get()
+        if lent is not None:
+            lent[1].append(ref.id)
         if ref.path is not None:
             self._spill(ref, records)
         with self._lock:
@@ -105,6 +132,9 @@ class BlockStore:
                 os.unlink(temporary)
 
     def get(self, ref: BlockRef) -> list[Any]:
+        lent = _LENT.get()
+        if lent is not None and ref.id in lent[0]:
+            return lent[0][ref.id]
         with self._lock:
             records = self._blocks.get(ref.id)
         if records is not None:
@@ -124,6 +154,12 @@ class BlockStore:
             f"cached partition {ref.partition} (block {ref.id}) is lost: the process that "
             f"computed it is gone and {reason}"
         )
+
+    def take(self, ref: BlockRef) -> list[Any]:
+        """The block's records (as ``get``), no longer held by this store."""
+        records = self.get(ref)
+        self.drop([ref.id])
+        return records
 
     def drop(self, ids: list[str]) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ import cloudpickle
 
 from ..rdd.tasks import TaskPlan, execute_task
 from .block_store import STORE, BlockRef
+from .py_files import importable_here
 
 
 def snapshot(records: list[Any]) -> list[Any]:
@@ -55,11 +56,14 @@ class LocalBackend:
     def spill_dir(self) -> None:
         return None  # blocks live in this process: they die with the driver, not before
 
+    def add_py_file(self, path: str) -> None:
+        importable_here(path)  # the workers import from this process's path
+
     def release_blocks(self, refs: list[BlockRef]) -> None:
         STORE.drop([ref.id for ref in refs])
 
-    async def share(self, records: list[Any]) -> None:
-        return None  # tasks read the records where they are, in this process
+    async def share(self, partitions: list[list[Any]], reusable: bool) -> list[None]:
+        return [None] * len(partitions)  # tasks read the records where they are, in this process
 
     async def start(self) -> None:
         return None

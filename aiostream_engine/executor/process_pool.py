@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import sys
 import threading
@@ -30,29 +29,13 @@ from .base import WorkerLostError
 from .block_store import BlockRef, new_spill_dir, remove_disk_copies
 from .owned_dirs import OwnedDir, new_owned_dir
 from .protocol import ERROR, HEADER, NICE_ENV, PART_COUNT, request_parts
+from .py_files import importable_here
 from .shared_input import share_records, worth_sharing
+from .worker_env import worker_environment
 
 log = logging.getLogger(__name__)
 
 _STREAM_LIMIT = 1 << 20
-
-
-def _driver_path() -> str:
-    """The driver's import path, so a worker can import what cloudpickle pickled by
-    reference (functions of modules the driver found through sys.path, e.g. test modules
-    that pytest put on it, or a script's sibling modules when run from elsewhere)."""
-    return os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
-
-
-def _worker_hash_seed() -> str:
-    """One str/bytes hash seed for every worker, as PySpark does for its executors.
-
-    ``stable_hash`` covers str, bytes, numbers and tuples; other keys (dates, enums,
-    frozen dataclasses) fall back to ``hash``, which is salted per process: with a seed
-    per worker, equal keys from two map tasks would land in different reduce partitions.
-    """
-    seed = os.environ.get("PYTHONHASHSEED", "")
-    return seed if seed.isdigit() else "0"
 
 
 @dataclass
@@ -171,13 +154,7 @@ class ProcessPoolBackend:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_STREAM_LIMIT,
-            env={
-                **os.environ,
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": _driver_path(),
-                "PYTHONHASHSEED": _worker_hash_seed(),
-                NICE_ENV: str(self._nice),
-            },
+            env={**worker_environment(), "PYTHONUNBUFFERED": "1", NICE_ENV: str(self._nice)},
         )
         return _Worker(process, self.traffic)
 
@@ -193,6 +170,9 @@ class ProcessPoolBackend:
         return [w.pid for w in self._slots]
 
     # ---- blocks -------------------------------------------------------------------------
+
+    def add_py_file(self, path: str) -> None:
+        importable_here(path)  # the workers import from this process's path
 
     def release_blocks(self, refs: list[BlockRef]) -> None:
         """Delete the disk copies now; the worker holding a block (only its home slot's:
@@ -210,9 +190,15 @@ class ProcessPoolBackend:
 
     # ---- parallelized partitions --------------------------------------------------------
 
-    async def share(self, records: list[Any]) -> SharedSlices | None:
-        """The records pickled once into shared memory, for every task that reads them
-        (``shared_input``); None: they travel with each task."""
+    async def share(self, partitions: list[list[Any]], reusable: bool) -> list[SharedSlices | None]:
+        """Reusable partitions pickled once into shared memory, for every task that reads
+        them (``shared_input``); None: a partition travels with each task (the only job
+        that reads it, or too small, or no room)."""
+        if not reusable:
+            return [None] * len(partitions)
+        return [await self._share_one(records) for records in partitions]
+
+    async def _share_one(self, records: list[Any]) -> SharedSlices | None:
         if self._shared_dir is None or self._shared_dir_full or not worth_sharing(records):
             return None
         try:

@@ -15,12 +15,18 @@ from typing import Any, TypeVar
 import anyio
 
 from ..conf import StreamingConf
-from ..errors import ContextStateError, DataNotSerializableError, TaskFailedError
+from ..errors import (
+    ClusterUnavailableError,
+    ContextStateError,
+    DataNotSerializableError,
+    TaskFailedError,
+)
 from ..rdd.core import RDD, ParallelCollectionRDD
 from ..rdd.side_output import SideChannels
 from ..rdd.tasks import TaskPlan
 from .base import ExecutorBackend, WorkerLostError
 from .block_store import CachedBlocks, new_block_refs
+from .py_files import checked_py_file
 from .task_counts import TaskCounts, current_operation_counts
 
 T = TypeVar("T")
@@ -37,8 +43,7 @@ class TaskRunner:
         self.conf = conf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        limit = conf.max_concurrent_tasks or 2 * backend.cores
-        self._in_flight = anyio.Semaphore(limit)
+        self._in_flight = anyio.Semaphore(self._task_limit())
         #: Task attempts of the whole run (per output operation: ``OutputOperationInfo.tasks``).
         self.counts = TaskCounts()
         #: Where the side outputs of tasks go (e.g. a decode stage's dead letters).
@@ -57,10 +62,15 @@ class TaskRunner:
     def default_parallelism(self) -> int:
         return self.conf.default_parallelism or self.backend.cores
 
+    def _task_limit(self) -> int:
+        return self.conf.max_concurrent_tasks or 2 * self.backend.cores
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         await self.backend.start()
+        # A cluster's cores are known once connected.
+        self._in_flight = anyio.Semaphore(self._task_limit())
 
     async def stop(self) -> None:
         await self.backend.stop()
@@ -80,6 +90,13 @@ class TaskRunner:
 
     def from_partitions(self, partitions: list[list[Any]], name: str = "input") -> RDD:
         return ParallelCollectionRDD(self, partitions, name)
+
+    def add_py_file(self, path: str) -> None:
+        """Ship a ``.py`` file or a ``.zip`` / ``.egg`` of packages to every worker, for the
+        job's functions to import there (Spark's ``addPyFile``); before start."""
+        if self._loop is not None:
+            raise ContextStateError("add_py_file must be called before the context starts")
+        self.backend.add_py_file(checked_py_file(path))
 
     def new_blocks(self, count: int, name: str) -> CachedBlocks:
         """Refs for the ``count`` partitions of a cached RDD, released with the object."""
@@ -139,7 +156,7 @@ class TaskRunner:
                 _count(counts, "succeeded")
                 self.side_channels.deliver(result)
                 return result
-            except DataNotSerializableError:  # the same every time: fail the job now
+            except (DataNotSerializableError, ClusterUnavailableError):  # no retry can help
                 _count(counts, "failed_attempts", "failed")
                 raise
             except Exception as exc:  # every other task error is retried, then reported

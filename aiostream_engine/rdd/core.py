@@ -12,6 +12,7 @@ names block the calling thread and are for code that runs off the event loop (a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import operator as op
@@ -453,7 +454,8 @@ class ParallelCollectionRDD(RDD):
     the form the backend's tasks read it in (``ExecutorBackend.share``), as PySpark's
     parallelize does, rather than again by every task of every job that uses the RDD. The
     first job pickles every partition before its tasks start. Received blocks, queue items
-    given as lists and initial states are read by one job: they travel with their tasks.
+    given as lists and initial states are read by one job: on one machine they travel with
+    their tasks; a cluster backend still places them on its workers once (``share``).
     """
 
     def __init__(
@@ -467,16 +469,14 @@ class ParallelCollectionRDD(RDD):
         self._sharing = asyncio.Lock()  # binds to a loop on first use, not here
 
     async def _uncached_plans(self) -> list[TaskPlan]:
-        if not self._reusable:
-            return [TaskPlan(RecordsInput(part)) for part in self._partitions]
         async with self._sharing:  # concurrent jobs share one copy
             if self._shared is None:
-                self._shared = [await self._input(part) for part in self._partitions]
+                shared = await self._runner.backend.share(self._partitions, self._reusable)
+                self._shared = [
+                    RecordsInput(part) if held is None else held
+                    for part, held in zip(self._partitions, shared, strict=True)
+                ]
         return [TaskPlan(task_input) for task_input in self._shared]
-
-    async def _input(self, records: list[Any]) -> TaskInput:
-        shared = await self._runner.backend.share(records)
-        return RecordsInput(records) if shared is None else shared
 
     def _forget_lineage(self) -> None:
         self._shared = None  # cached: tasks read the blocks, and the shared copies can go
@@ -528,8 +528,7 @@ class ShuffledRDD(RDD):
 
     async def _uncached_plans(self) -> list[TaskPlan]:
         map_plans = [
-            TaskPlan(p.input, p.stages, self._write, p.description)
-            for p in await self._parent._plans()
+            dataclasses.replace(p, shuffle_write=self._write) for p in await self._parent._plans()
         ]
         outputs = await self._runner.run_tasks(map_plans, f"{self.name} (map side)")
         return [

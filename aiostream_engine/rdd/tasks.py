@@ -303,7 +303,15 @@ class BlockInput:
         return iter(self.block.records())
 
 
-TaskInput = RecordsInput | RecordSlices | SharedSlices | ShuffleInput | BlockInput
+class ClusterInput:
+    """A partition a cluster backend holds as its own data (``executor.dask``). The backend
+    hands the task the data where it runs; the object itself is never opened."""
+
+    def open(self) -> Iterator[Any]:
+        raise RuntimeError(f"{type(self).__name__} is read through its backend, not opened")
+
+
+TaskInput = RecordsInput | RecordSlices | SharedSlices | ShuffleInput | BlockInput | ClusterInput
 
 
 @dataclass(frozen=True)
