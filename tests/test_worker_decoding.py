@@ -22,10 +22,10 @@ from aiostream_engine.rdd.side_output import SideOutput, TaskOutput, emit_side
 from aiostream_engine.rdd.tasks import RecordsInput, ShuffleWrite, Stage, TaskPlan, execute_packed
 from aiostream_engine.receiver.base import Receiver
 from aiostream_engine.testing import advance_batches, collect_batches
+from tests.masters import MASTERS
 
 pytestmark = pytest.mark.anyio
 
-MASTERS = ["local", "local[2]"]
 
 
 def dead_letter(item: bytes, error: Exception) -> tuple[str, bytes, str]:
@@ -89,7 +89,7 @@ BATCH_1 = ([b"1", b"{", b"2", b"[3]"], [b"nope", b"4"])
 BATCH_2 = ([b"5", b"", b"{\"a\": 6}"],)
 
 
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_dead_letters_come_back_in_order_with_exact_counts(master: str) -> None:
     found = Found()
     async with context(master) as ssc:
@@ -120,7 +120,7 @@ async def test_dead_letters_come_back_in_order_with_exact_counts(master: str) ->
     assert stream.decoding.dead_letter_count == 3
 
 
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_a_batch_read_only_in_part_is_still_counted_exactly(master: str) -> None:
     """``take`` stops decoding early: the batch is decoded once more, as it completes,
     only to learn its outcome."""
@@ -144,7 +144,7 @@ async def test_a_batch_read_only_in_part_is_still_counted_exactly(master: str) -
     ]
 
 
-@pytest.mark.parametrize("master", MASTERS)
+@pytest.mark.parametrize("master", MASTERS, indirect=True)
 async def test_dead_letters_alone_decode_what_they_need(master: str) -> None:
     async with context(master) as ssc:
         receiver, stream = decoded_stream(ssc)

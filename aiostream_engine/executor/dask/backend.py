@@ -53,6 +53,7 @@ from distributed import Client, Future
 from distributed.client import FutureCancelledError
 
 from ...errors import ClusterUnavailableError
+from ...rdd.side_output import SideOutput, with_side
 from ...rdd.tasks import (
     BlockInput,
     ClusterInput,
@@ -348,15 +349,17 @@ class DaskBackend:
     ) -> list[Any]:
         """Run a map task; its buckets stay on the cluster (``BucketRef``s come back)."""
         output = MapOutput(plan, index)
-        await self._submit_map(output, submission, workers)
-        return [BucketRef(output, i) for i in range(len(output.buckets))]
+        side = await self._submit_map(output, submission, workers)
+        return with_side([BucketRef(output, i) for i in range(len(output.buckets))], side)
 
     async def _submit_map(
         self, output: MapOutput, submission: _Submission, workers: list[str] | None
-    ) -> None:
+    ) -> list[SideOutput]:
         """The map task, and one task per bucket picking it out where the output lives
-        (Dask runs a task next to its only dependency); the driver waits for the map task
-        to finish without fetching anything."""
+        (Dask runs a task next to its only dependency). The driver waits for the map task
+        to finish and fetches nothing, unless its stages emitted side outputs (its result
+        is then a ``TaskOutput``, which Dask reports with its completion): those it fetches
+        (a small task next to the output), and returns."""
         write = output.plan.shuffle_write
         assert write is not None
         mapped = self._submit(on_worker.run_map_task, submission, output.index, workers)
@@ -365,6 +368,10 @@ class DaskBackend:
             for i in range(write.num_partitions)
         ]
         await self._settled(mapped)
+        if mapped.type is list:
+            return []
+        side = self.client.submit(on_worker.side_outputs, mapped, pure=False)
+        return list(await self._result(side))
 
     def _submit(
         self, function: Any, submission: _Submission, index: int, workers: list[str] | None

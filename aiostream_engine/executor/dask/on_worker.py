@@ -22,6 +22,7 @@ import cloudpickle
 from distributed import get_worker
 
 from ...errors import WorkerImportError
+from ...rdd.side_output import SideOutput
 from ...rdd.tasks import ClusterInput, RecordSlices, ShuffleInput, TaskPlan, execute_task
 from ..block_store import STORE, BlockRef, lending
 
@@ -107,6 +108,11 @@ def run_map_task(
 
 def bucket(buckets: list[list[Any]], index: int) -> list[Any]:
     return buckets[index]
+
+
+def side_outputs(buckets: list[list[Any]]) -> tuple[SideOutput, ...]:
+    """What the map task's stages emitted (``side_output``), for the driver."""
+    return tuple(getattr(buckets, "side", ()))
 
 
 def publish_block(ref: BlockRef) -> list[Any]:
