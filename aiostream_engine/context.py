@@ -128,7 +128,7 @@ class StreamingContext:
         self.master = master
         self.clock: Clock = clock or SystemClock()
         self.state = State.INITIALIZED
-        self._runner = TaskRunner(backend_for(master, self.conf), self.conf)
+        self._runner = self._make_runner()
         self._bus = ListenerBus(self.conf.listener_queue_size)
         self._receiver_tracker = ReceiverTracker(self.conf, self.clock, self._bus)
         self._streams: list[DStream] = []
@@ -156,6 +156,25 @@ class StreamingContext:
         self._recovery: RecoveryPlan | None = None
         self._checkpoints: CheckpointManager | None = None
         self._ui: StreamingUI | None = None
+
+    # ---- what a layer on top may share (the PySpark layer's SparkContext) ----------------
+
+    #: Whether this context starts and stops its executor and (blocking use) its loop
+    #: thread; False when a longer-lived owner (a PySpark-style SparkContext) shares them.
+    _owns_executor = True
+
+    def _make_runner(self) -> TaskRunner:
+        """The executor this context runs its tasks on."""
+        return TaskRunner(backend_for(self.master, self.conf), self.conf)
+
+    def _make_loop_thread(self) -> LoopThread:
+        """The event loop the engine runs on in blocking use."""
+        return LoopThread()
+
+    def _batch_time(self, time_ms: int) -> Any:
+        """A batch time as user functions receive it (``foreach_rdd``, ``transform``):
+        seconds here; a ``datetime`` in the PySpark layer, as in PySpark."""
+        return to_seconds(time_ms)
 
     # ---- graph registration -------------------------------------------------------------
 
@@ -315,7 +334,7 @@ class StreamingContext:
             self,
             list(streams),
             "transform",
-            lambda rdds, t: func(to_seconds(t), rdds) if with_time else func(rdds),
+            lambda rdds, t: func(self._batch_time(t), rdds) if with_time else func(rdds),
         )
 
     # ---- observation --------------------------------------------------------------------
@@ -463,7 +482,8 @@ class StreamingContext:
         try:
             # Started outside the task group so that a failure (a missing directory, a pool
             # that cannot start) reaches start() as itself, not wrapped in an ExceptionGroup.
-            await self._runner.start()
+            if self._owns_executor:
+                await self._runner.start()
             for stream in self._inputs:
                 await stream.start()
             async with anyio.create_task_group() as tg:
@@ -495,7 +515,8 @@ class StreamingContext:
                     await stream.stop()
                 for output in self._outputs:
                     await output.stop()
-                await self._runner.stop()
+                if self._owns_executor:
+                    await self._runner.stop()
             self.state = State.STOPPED
             self._terminated.set()
             self._stopped.set()
@@ -731,7 +752,7 @@ class StreamingContext:
     def _start_blocking(self) -> None:
         if self.state is not State.INITIALIZED:
             raise ContextStateError(f"cannot start a context that is {self.state.value}")
-        self._loop_thread = LoopThread()
+        self._loop_thread = self._make_loop_thread()
         started = threading.Event()
         failure: list[BaseException] = []
 
@@ -777,7 +798,8 @@ class StreamingContext:
         thread, self._loop_thread = self._loop_thread, None
         if thread is not None:
             atexit.unregister(self._stop_at_exit)
-            thread.close()
+            if self._owns_executor:
+                thread.close()
 
     def _await_termination_blocking(self, timeout: float | None) -> bool:
         """Wakes on termination and on every reported error (``_wake_waiters``)."""

@@ -3,6 +3,8 @@ never drifts; the public API speaks seconds as floats."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .errors import ConfigurationError
 
 
@@ -24,3 +26,11 @@ def require_multiple(duration_ms: int, batch_ms: int, what: str) -> None:
             f"{what} ({to_seconds(duration_ms):g} s) must be a positive multiple of the "
             f"batch interval ({to_seconds(batch_ms):g} s)"
         )
+
+
+def time_ms(value: float | datetime, what: str = "time") -> int:
+    """A point in time given as seconds or as a ``datetime`` (PySpark's batch times), in
+    milliseconds; a naive datetime is local time, as PySpark's are."""
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1000)
+    return to_ms(value, what)

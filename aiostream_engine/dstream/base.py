@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..executor.serialization import ensure_serializable
 from ..hashing import stable_hash
 from ..rdd.core import RDD
-from ..timeutil import require_multiple, to_ms, to_seconds
+from ..timeutil import require_multiple, time_ms, to_ms, to_seconds
 from .functions import takes_time
 from .stateful import StateOperations
 from .windowed import WindowOperations
@@ -231,7 +232,7 @@ class DStream(WindowOperations, StateOperations):
             self._ssc,
             [self],
             "transform",
-            lambda rdds, t: func(to_seconds(t), rdds[0]) if with_time else func(rdds[0]),
+            lambda rdds, t: func(self._ssc._batch_time(t), rdds[0]) if with_time else func(rdds[0]),
         )
 
     def transform_with(
@@ -246,7 +247,7 @@ class DStream(WindowOperations, StateOperations):
             self._ssc,
             [self, other],
             "transform_with",
-            lambda rdds, t: func(to_seconds(t), *rdds) if with_time else func(*rdds),
+            lambda rdds, t: func(self._ssc._batch_time(t), *rdds) if with_time else func(*rdds),
         )
 
     def _require_same_slide(self, other: DStream, what: str) -> None:
@@ -300,9 +301,10 @@ class DStream(WindowOperations, StateOperations):
         self._persist = True
         return self
 
-    def slice(self, begin: float, end: float) -> list[RDD]:
-        """The RDDs this stream generated for times in [begin, end] that it still remembers."""
-        begin_ms, end_ms = to_ms(begin, "begin"), to_ms(end, "end")
+    def slice(self, begin: float | datetime, end: float | datetime) -> list[RDD]:
+        """The RDDs this stream generated for times in [begin, end] that it still remembers
+        (seconds, or ``datetime`` batch times as the PySpark layer hands them out)."""
+        begin_ms, end_ms = time_ms(begin, "begin"), time_ms(end, "end")
         return [rdd for t, rdd in sorted(self._generated.items()) if begin_ms <= t <= end_ms]
 
     # ---- output operations --------------------------------------------------------------
@@ -315,7 +317,7 @@ class DStream(WindowOperations, StateOperations):
         """
         from .output import ForEachDStream
 
-        ForEachDStream(self, func, "foreach_rdd")
+        ForEachDStream(self, func, "foreach_rdd", user_function=True)
 
     def pprint(self, num: int = 10) -> None:
         from .output import pprint_batch

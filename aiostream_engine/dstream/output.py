@@ -38,9 +38,14 @@ class ForEachDStream(DStream):
     functions, it need not pickle: it may hold a connection pool, a client or a lock.
     """
 
-    def __init__(self, parent: DStream, func: Callable[..., Any], name: str) -> None:
+    def __init__(
+        self, parent: DStream, func: Callable[..., Any], name: str, user_function: bool = False
+    ) -> None:
         super().__init__(parent.context, [parent], name)
         self._func = func
+        #: A user's function gets the batch time as the context hands it out (a datetime in
+        #: the PySpark layer); the engine's own outputs (pprint, save) get seconds.
+        self._user_function = user_function
         self._with_time = takes_time(func, 1)
         self._is_async = is_async_callable(func)
         self.output_id = parent.context._register_output(self)
@@ -56,7 +61,8 @@ class ForEachDStream(DStream):
         rdd = self.get_or_compute(time_ms)
         if rdd is None:
             return None
-        args: tuple[Any, ...] = (to_seconds(time_ms), rdd) if self._with_time else (rdd,)
+        time = self.context._batch_time(time_ms) if self._user_function else to_seconds(time_ms)
+        args: tuple[Any, ...] = (time, rdd) if self._with_time else (rdd,)
 
         async def run() -> None:
             if self._is_async:
