@@ -1,6 +1,14 @@
 """mqtt_stream: messages from an MQTT broker (MQTT 5 or 3.1.1), through our own lean asyncio
 client (``mqtt_client``, ``mqtt_protocol``: why not aiomqtt is explained there: throughput).
 
+Receiving. The event loop does as little per message as it can: the connection queues what
+the socket gives (``mqtt_client``), the receive loop frames it in bounded steps and copies
+runs of PUBLISH packets, undecoded, into a block (``mqtt_reader``, ``mqtt_block``); a block
+is handed over when ``max_block_records`` or ``max_block_bytes`` are reached, when half the
+broker's window of unacknowledged messages (QoS >= 1) is in it, or every block interval;
+a second task stores blocks (and acknowledges them) while the next one fills. Messages are
+decoded on the workers, as the first stage of the stream's tasks.
+
 Delivery. With QoS >= 1 a message is acknowledged to the broker (PUBACK; PUBREC for QoS 2)
 only after the block holding it is stored: ``store_block`` returned, so it is in the
 write-ahead log when that is on; the acknowledgements of a block go out in one write. A
@@ -8,11 +16,18 @@ crash or a lost connection before that leaves the message unacknowledged, and th
 delivers it again to the same session: nothing acknowledged is ever lost (at least once;
 the redelivery filter, ``mqtt_redelivery``, drops what was stored but not acknowledged).
 
+Overload. A store waits while the receivers' byte budget (``receiver_max_pending_bytes``)
+or the block queue is full; the receive loop then stops framing, the connection stops
+reading past ``max_queued_bytes``, and the broker keeps the rest (QoS >= 1: Receive
+Maximum, then TCP). The connection stays up meanwhile: keepalive pings go on, and a ping
+answer that waits unread behind the messages is not taken for a dead broker.
+
 Sessions. ``clean_start=False`` with a fixed ``client_id`` asks the broker to keep the
 session (subscriptions and undelivered QoS >= 1 messages) for ``session_expiry`` seconds
 (MQTT 5 needs a non-zero Session Expiry Interval for that), so messages published while the
-receiver was away arrive after it reconnects. Without a ``client_id`` one is generated per
-receiver, kept across its reconnections (not across processes).
+receiver was away arrive after it reconnects; they are stored as they come, also while the
+receiver still waits for its SUBACK. Without a ``client_id`` one is generated per receiver,
+kept across its reconnections (not across processes).
 
 Reconnection. A lost connection ends the receiver's run with an error; the supervisor
 reports it to listeners (``on_receiver_error``) and reconnects after an exponential backoff
@@ -23,15 +38,13 @@ Load sharing. ``num_receivers`` > 1 needs ``shared_group``: each receiver subscr
 ``$share/<group>/<filter>`` (MQTT 5 shared subscriptions), the broker spreads the messages
 over them, and their streams are unioned into one.
 
-Decoding. The receiver stores messages undecoded; they are decoded on the workers, as the
-first stage of the stream's tasks (``aiostream_engine.decoding``), so the event loop never
-runs the decoder. ``decoder`` is "json" (orjson), "text" (UTF-8), "raw" (bytes) or a
-callable on the payload bytes (it travels to the workers with the tasks). A payload that
-fails to decode becomes ``DeadLetter(topic, payload bytes, error)``: in the
-``dead_letters()`` stream, in arrival order, counted in the batch's info (the stream's
-records are the messages that decoded), counted on the receiver
-(``MqttReceiver.dead_letter_count``) and reported to listeners once its batch completes; it
-was acknowledged like any other message and never stops the receiver.
+Decoding. ``decoder`` is "json" (orjson), "text" (UTF-8), "raw" (bytes) or a callable on the
+payload bytes (it travels to the workers with the tasks). A payload that fails to decode
+becomes ``DeadLetter(topic, payload bytes, error)``: in the ``dead_letters()`` stream, in
+arrival order, counted in the batch's info (the stream's records are the messages that
+decoded), counted on the receiver (``MqttReceiver.dead_letter_count``) and reported to
+listeners once its batch completes; it was acknowledged like any other message and never
+stops the receiver.
 """
 
 from __future__ import annotations
@@ -39,25 +52,27 @@ from __future__ import annotations
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
-from itertools import chain
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from aiostream_engine.decoding import DeadLetterInputDStream, DecodedReceiverInputDStream, ItemDecoder
+from aiostream_engine.decoding import DeadLetterInputDStream, DecodedReceiverInputDStream
 from aiostream_engine.dstream.base import DStream
 from aiostream_engine.dstream.transformed import UnionDStream
 from aiostream_engine.receiver.base import Receiver
-from aiostream_engine.sources.mqtt_client import MqttClient
-from aiostream_engine.sources.mqtt_protocol import (
-    TIMESTAMP_PROPERTY,
-    MqttError,
-    ProtocolError,
-    Publish,
+from aiostream_engine.sources.mqtt_block import (
+    DeadLetter,
+    MqttRecord,
+    PublishBlock,
+    PublishBlockBuilder,
+    PublishDecoder,
 )
+from aiostream_engine.sources.mqtt_client import DEFAULT_MAX_QUEUED_BYTES, MqttConnection
+from aiostream_engine.sources.mqtt_protocol import CONNACK, TIMESTAMP_PROPERTY, MqttError, ProtocolError
+from aiostream_engine.sources.mqtt_reader import PublishFramer
 from aiostream_engine.sources.mqtt_redelivery import RedeliveryFilter
 
 if TYPE_CHECKING:
@@ -74,31 +89,6 @@ PROTOCOLS = ("5", "3.1.1")
 DEFAULT_SESSION_EXPIRY = 24 * 3600
 
 Decoder = Callable[[bytes], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class MqttRecord:
-    """One received message."""
-
-    topic: str
-    payload: Any
-    #: The MQTT 5 user property ``timestamp`` when the publisher or broker set one, else None.
-    broker_time: float | None
-    #: When the receiver read it, on the engine's clock.
-    arrival_time: float
-    qos: int
-    retain: bool
-    #: The MQTT packet identifier (0 for QoS 0): recognises a redelivery after a crash.
-    packet_id: int = 0
-
-
-class DeadLetter(NamedTuple):
-    """A message whose payload the decoder refused."""
-
-    topic: str
-    payload: bytes
-    error: str
-    packet_id: int = 0
 
 
 def _text(payload: bytes) -> str:
@@ -120,30 +110,9 @@ def resolve_decoder(decoder: str | Decoder) -> Decoder:
     return DECODERS[decoder]
 
 
-#: A stored, undecoded message: (topic, payload, qos, retain, packet id, broker time,
-#: arrival time).
-RawMessage = tuple[str, bytes, int, bool, int, "float | None", float]
-
-
-def _record(decode: Decoder, message: RawMessage) -> MqttRecord:
-    topic, payload, qos, retain, mid, timestamp, arrival = message
-    return MqttRecord(topic, decode(payload), timestamp, arrival, qos, retain, mid)
-
-
-def _dead_letter(message: RawMessage, error: Exception) -> DeadLetter:
-    return DeadLetter(message[0], message[1], f"{type(error).__name__}: {error}", message[4])
-
-
-def message_decoder(decoder: str | Decoder) -> ItemDecoder:
-    """The worker-side decoder of stored messages: MqttRecords, DeadLetters for payloads
-    ``decoder`` refuses."""
-    return ItemDecoder(partial(_record, resolve_decoder(decoder)), _dead_letter)
-
-
 class MqttReceiver(Receiver):
-    """Subscribes to ``topics`` and stores what arrives as one block per block interval
-    (sooner when ``max_block_records`` are waiting, or half the broker's window of
-    unacknowledged messages), acknowledging a block's messages once it is stored."""
+    """Subscribes to ``topics`` and stores what arrives as raw blocks (see the module
+    docstring), acknowledging a block's messages once it is stored."""
 
     name = "mqtt"
 
@@ -163,7 +132,9 @@ class MqttReceiver(Receiver):
         shared_group: str | None = None,
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
         max_block_records: int = 5000,
+        max_block_bytes: int = 4 << 20,
         max_inflight: int = 1000,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         keepalive: int = 30,
         protocol: str = "5",
     ) -> None:
@@ -179,136 +150,158 @@ class MqttReceiver(Receiver):
         self.clean_start = clean_start
         self.username, self.password = username, password
         self.tls = ssl.create_default_context() if tls is True else (tls or None)
-        self.decoder = message_decoder(decoder)
+        self.decoder = PublishDecoder(resolve_decoder(decoder))
         self.session_expiry = session_expiry
         self.max_block_records = max_block_records
+        self.max_block_bytes = max_block_bytes
         self.max_inflight = max_inflight
+        self.max_queued_bytes = max_queued_bytes
         self.keepalive = keepalive
-        #: The connected client while a run is connected (None otherwise).
-        self.client: MqttClient | None = None
-        #: (arrival time, burst of messages): received, not yet stored nor acknowledged.
-        self._pending: list[tuple[float, list[Publish]]] = []
-        self._pending_count = 0
-        self._flush_lock = anyio.Lock()
+        #: The connection while a run is connected (None otherwise).
+        self.client: MqttConnection | None = None
         #: Messages read from the broker (a redelivered message counts again).
         self.messages_received = 0
-        #: Messages stored (and acknowledged), dead letters included.
+        #: Messages stored (and acknowledged); dropped redeliveries are not stored again.
         self.messages_stored = 0
         #: Messages whose payload did not decode (counted as their batches complete).
         self.dead_letter_count = 0
         self.connections = 0
         self.redeliveries = RedeliveryFilter(max_inflight)
+        self._builder = PublishBlockBuilder(protocol == "5")
+        #: Times the connection stopped reading because the engine could not keep up.
+        self.pauses = 0
 
-    def _client(self) -> MqttClient:
-        return MqttClient(
-            self.host, self.port, client_id=self.client_id, protocol=self.protocol,
-            clean_start=self.clean_start, keepalive=self.keepalive,
+    def _connection(self) -> MqttConnection:
+        return MqttConnection(
+            self.host, self.port, client_id=self.client_id, now=self.clock.now,
+            protocol=self.protocol, clean_start=self.clean_start, keepalive=self.keepalive,
             username=self.username, password=self.password, tls=self.tls,
             # MQTT 5 needs a non-zero Session Expiry Interval to keep the session.
             session_expiry=0 if self.clean_start else self.session_expiry,
             # Receive Maximum: the broker sends at most this many unacknowledged messages.
             receive_maximum=self.max_inflight,
-            # QoS >= 1 is bounded by Receive Maximum; this bounds QoS 0 bursts.
-            max_buffered=max(self.max_inflight, 100_000),
+            max_queued_bytes=self.max_queued_bytes,
         )
 
     async def on_start(self) -> None:
-        client = self._client()
-        try:
-            await client.connect()
-            self.client = client
-            self.redeliveries.connected()
-            await self._subscribe(client)
-            self.connections += 1
-            self.report_healthy()
-            await self._receive(client)
-        finally:
-            self.client = None
-            client.close()
-            self._pending.clear()  # never acknowledged: the broker sends them again
-            self._pending_count = 0
-
-    async def _receive(self, client: MqttClient) -> None:
-        """Read bursts of messages until the connection drops (MqttError)."""
+        await self.redeliveries.prepare()
+        conn = self._connection()
+        self._builder = PublishBlockBuilder(self.protocol == "5")
+        send, receive = anyio.create_memory_object_stream[PublishBlockBuilder](0)
         try:
             async with anyio.create_task_group() as tg:
+                await conn.open()
+                framer = PublishFramer(self.protocol == "5", self.redeliveries,
+                                       self._control_handler(conn))
+                tg.start_soon(self._read, conn, framer, send)
+                tg.start_soon(self._store, conn, receive)
                 # The timer counts from now, not from when its task first runs.
-                tg.start_soon(self._flush_every_block_interval, client, self.clock.now())
-                while True:
-                    burst = await client.messages()
-                    self._pending.append((self.clock.now(), burst))
-                    self._pending_count += len(burst)
-                    self.messages_received += len(burst)
-                    if self._must_flush():
-                        await self._flush(client)
+                tg.start_soon(self._cut_every_block_interval, send, self.clock.now())
+                await conn.connected()
+                self.client = conn
+                await self._subscribe(conn)
+                self.connections += 1
+                self.report_healthy()
         except BaseExceptionGroup as group:
-            # This task and the timer fail for the same reason (the lost connection, seen
-            # by both when a flush was under way): report the first error itself.
+            # The tasks fail for the same reason (the lost connection): report the first.
             if all(isinstance(e, Exception) for e in group.exceptions):
                 raise group.exceptions[0] from None
             raise
+        finally:
+            self.client = None
+            self.pauses += conn.pauses
+            conn.close()
 
-    def on_recovered(self, blocks: list[Any]) -> None:
-        """The write-ahead log's blocks (oldest first): the messages stored before a crash,
-        whose PUBACK the broker may not have read."""
-        messages = [m for block in blocks for m in block][-self.max_inflight:]
-        self.redeliveries.remember((m[4], m[0], m[1]) for m in messages)
+    def _control_handler(self, conn: MqttConnection) -> Callable[[int, int, bytes], None]:
+        def control(kind: int, flags: int, body: bytes) -> None:
+            conn.handle_control(kind, flags, body)
+            if kind == CONNACK and body and body[0] & 1:  # session present: resends may lead
+                self.redeliveries.connected()
 
-    def on_decoded(self, time_ms: int, records: int, dead: list[DeadLetter]) -> None:
-        """A batch's messages were decoded on the workers: count and report its dead
-        letters (the stream calls it as the batch completes)."""
-        if not dead:
-            return
-        self.dead_letter_count += len(dead)
-        self.report_error(
-            f"{len(dead)} undecodable payload(s) sent to dead letters "
-            f"(first on {dead[0].topic}: {dead[0].error})"
+        return control
+
+    async def _read(
+        self, conn: MqttConnection, framer: PublishFramer, blocks: MemoryObjectSendStream[PublishBlockBuilder]
+    ) -> None:
+        """Frame what arrives into blocks, one bounded step per event-loop turn."""
+        before = self.messages_received
+        while True:
+            arrival, chunk = await conn.next_chunk()
+            buf = framer.join(chunk)
+            if buf is not None:
+                pos = 0
+                while True:
+                    pos = framer.frame(buf, pos, self._builder, arrival)
+                    self.messages_received = before + framer.received
+                    if self._block_full():
+                        await self._hand_over(blocks)
+                    if not framer.complete(buf, pos):
+                        break
+                    await anyio.lowlevel.checkpoint()
+                framer.keep(buf, pos)
+            conn.framed(len(chunk))
+
+    def _block_full(self) -> bool:
+        """Hand a block over before the block interval when it is full, or when the broker
+        is about to stop sending (half its window of unacknowledged messages)."""
+        builder = self._builder
+        return (
+            builder.count >= self.max_block_records
+            or builder.nbytes >= self.max_block_bytes
+            or len(builder.acks) >= self.max_inflight // 2
         )
 
-    def _must_flush(self) -> bool:
-        """Flush before a block interval passes when the block is full, or when the
-        broker is about to stop sending (half its window of unacknowledged messages)."""
-        return self._pending_count >= self.max_block_records or (
-            self.qos > 0 and self._pending_count >= self.max_inflight // 2
-        )
+    async def _hand_over(self, blocks: MemoryObjectSendStream[PublishBlockBuilder]) -> None:
+        builder, self._builder = self._builder, PublishBlockBuilder(self.protocol == "5")
+        await blocks.send(builder)
 
-    async def _flush_every_block_interval(self, client: MqttClient, deadline: float) -> None:
+    async def _cut_every_block_interval(
+        self, blocks: MemoryObjectSendStream[PublishBlockBuilder], deadline: float
+    ) -> None:
         while True:
             deadline += self.block_interval
             await self.clock.sleep_until(deadline)
-            await self._flush(client)
+            if self._builder.count or self._builder.acks:
+                await self._hand_over(blocks)
 
-    async def _flush(self, client: MqttClient) -> None:
-        async with self._flush_lock:
-            bursts, self._pending, self._pending_count = self._pending, [], 0
-            if bursts:
-                await self._store(client, bursts)
+    async def _store(
+        self, conn: MqttConnection, blocks: MemoryObjectReceiveStream[PublishBlockBuilder]
+    ) -> None:
+        """Store each block (waiting while the budget or the block queue is full), then
+        acknowledge its messages."""
+        async for builder in blocks:
+            if builder.count:
+                block = builder.build()
+                await self.store_block(block)
+                if self.qos:
+                    self.redeliveries.remember(block)
+                self.messages_stored += builder.count
+            conn.ack(builder.acks)
 
-    async def _subscribe(self, client: MqttClient) -> None:
-        codes = await client.subscribe(self.filters, self.qos)
+    async def _subscribe(self, conn: MqttConnection) -> None:
+        codes = await conn.subscribe(self.filters, self.qos)
         refused = [(f, f"0x{c:02x}") for f, c in zip(self.filters, codes, strict=False) if c >= 0x80]
         if refused or len(codes) != len(self.filters):
             raise MqttError(f"subscription refused: {refused or codes}")
 
-    async def _store(self, client: MqttClient, bursts: list[tuple[float, list[Publish]]]) -> None:
-        """Store the messages undecoded (they are decoded on the workers), then
-        acknowledge them."""
-        is_redelivery = self.redeliveries.is_redelivery
-        messages: list[RawMessage] = [
-            (topic, payload, qos, retain, mid, timestamp, arrival)
-            for arrival, burst in bursts
-            for topic, payload, qos, retain, mid, timestamp, _ in burst
-            if not is_redelivery(mid, topic, payload)
-        ]
-        if messages:
-            await self.store_block(messages)
-        if self.qos:
-            # The filter keeps only its window of the most recent ones: hash no more.
-            self.redeliveries.remember(
-                (m[4], m[0], m[1]) for m in messages[-self.max_inflight:]
-            )
-        self.messages_stored += len(messages)
-        client.ack(chain.from_iterable(burst for _, burst in bursts))
+    def on_recovered(self, blocks: list[Any]) -> None:
+        """The write-ahead log's blocks (oldest first): the messages stored before a crash,
+        whose PUBACK the broker may not have read."""
+        for block in blocks:
+            if isinstance(block, PublishBlock):
+                self.redeliveries.remember(block)
+
+    def on_decoded(self, time_ms: int, records: int, dead_letters: list[DeadLetter]) -> None:
+        """A batch's messages were decoded on the workers: count and report its dead
+        letters (the stream calls it as the batch completes)."""
+        if not dead_letters:
+            return
+        self.dead_letter_count += len(dead_letters)
+        first = dead_letters[0]
+        self.report_error(
+            f"{len(dead_letters)} undecodable payload(s) sent to dead letters "
+            f"(first on {first.topic}: {first.error})"
+        )
 
 
 class MqttInputDStream(DecodedReceiverInputDStream):
@@ -364,8 +357,8 @@ def mqtt_stream(
     **options: Any,
 ) -> MqttStream:
     """Build the receiver(s) and their stream; see the module docstring. ``options``:
-    session_expiry, max_block_records, max_inflight, keepalive, protocol ("5" or "3.1.1")
-    (of ``MqttReceiver``)."""
+    session_expiry, max_block_records, max_block_bytes, max_inflight, max_queued_bytes,
+    keepalive, protocol ("5" or "3.1.1") (of ``MqttReceiver``)."""
     filters = [topics] if isinstance(topics, str) else list(topics)
     if not filters:
         raise ValueError("mqtt_stream needs at least one topic filter")

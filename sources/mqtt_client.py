@@ -1,25 +1,38 @@
-"""A lean asyncio MQTT client for the receive path (MQTT 5 and 3.1.1, TLS through asyncio).
+"""The MQTT connection of the receive path (MQTT 5 and 3.1.1, TLS through asyncio).
 
 Why not aiomqtt (paho) here: see ``mqtt_protocol``; in short, paho reads and parses one
-packet per event-loop wake-up, which caps ingest well below the 40,000 msg/s target. This
-client is an ``asyncio.Protocol``: every chunk the transport hands over (up to 256 KiB) is
-split into packets in one pass, and the messages wait in a list the receiver takes whole
-(``messages()``). Acknowledgements are explicit: ``ack(messages)`` writes the PUBACKs
-(PUBRECs for QoS 2) of a whole block in one write, once the receiver has stored it.
+packet per event-loop wake-up, far below the ingest target. ``MqttConnection`` is an
+``asyncio.Protocol`` that does no parsing at all when data arrives: ``data_received``
+queues the chunk with the time it was read, and the receive loop (``mqtt_reader``) takes
+chunks as it is ready for them (``next_chunk``), frames them in bounded steps and hands
+back every packet but PUBLISH (``handle_control``): CONNACK and SUBACK complete the
+futures ``connect`` and ``subscribe`` wait on, PUBREL is answered, PINGRESP noted. Since
+the receive loop runs from the moment the connection opens, the messages a broker resends
+on a resumed session before its CONNACK... SUBACK exchange completes are stored as they
+come, and the handshake never waits behind them.
 
-Flow control: QoS >= 1 is bounded by Receive Maximum (the broker stops at that many
-unacknowledged messages); QoS 0 by ``max_buffered``: past it the client stops reading the
-socket until the receiver takes the messages, so TCP pushes back on the broker.
+Flow control. QoS 1/2 is bounded by the Receive Maximum we announce (a broker may still
+send more: mosquitto 2.0.11 was seen with 21,252 unacknowledged messages for 1,000), and
+everything by ``max_queued_bytes``: past it the connection stops reading the socket until
+the receive loop has caught up to half of it, so TCP holds the broker back and the excess
+stays in the broker. Acknowledgements are explicit (``ack``), written once the block
+holding the messages is stored.
 
 Keepalive runs on real time (the network's clock, not the engine's): a PINGREQ every half
-keepalive; no PINGRESP by the next one means the connection is dead.
+keepalive, also while reading is paused (the broker must hear from us). A PINGRESP missing
+at the next one means the connection is dead only if this side has read everything the
+broker sent by then: a receiver that is behind (reading paused, chunks waiting to be
+framed, or reading resumed within the interval) cannot have seen the PINGRESP, which waits
+behind the messages it has not read, so it never declares its broker dead for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 
 from .mqtt_protocol import (
     CONNACK,
@@ -27,20 +40,17 @@ from .mqtt_protocol import (
     DISCONNECT_PACKET,
     PINGREQ_PACKET,
     PINGRESP,
-    PUBACK,
     PUBCOMP,
-    PUBREC,
     PUBREL,
     SUBACK,
     V311_CONNACK,
     Connack,
     MqttError,
-    PacketReader,
-    Publish,
     decode_connack,
     decode_disconnect,
     decode_packet_id,
     decode_suback,
+    encode_ack_words,
     encode_acks,
     encode_connect,
     encode_subscribe,
@@ -48,11 +58,14 @@ from .mqtt_protocol import (
 )
 
 CONNECT_TIMEOUT = 10.0
+#: Bytes read from the socket and not yet framed before reading pauses.
+DEFAULT_MAX_QUEUED_BYTES = 4 << 20
 
 
-class MqttClient(asyncio.Protocol):
-    """One connection: ``await connect()``, ``await subscribe(...)``, then loop on
-    ``await messages()`` and ``ack(...)`` what was stored; ``close()`` at the end."""
+class MqttConnection(asyncio.Protocol):
+    """One connection: ``await open()``, then run a receive loop over ``next_chunk()``
+    (handing control packets to ``handle_control``) while awaiting ``connected()`` and
+    ``subscribe(...)``; ``ack(...)`` what was stored; ``close()`` at the end."""
 
     def __init__(
         self,
@@ -60,6 +73,7 @@ class MqttClient(asyncio.Protocol):
         port: int,
         *,
         client_id: str,
+        now: Callable[[], float],
         protocol: str = "5",
         clean_start: bool = True,
         keepalive: int = 60,
@@ -68,35 +82,38 @@ class MqttClient(asyncio.Protocol):
         tls: ssl.SSLContext | None = None,
         session_expiry: int = 0,
         receive_maximum: int | None = None,
-        max_buffered: int = 100_000,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
     ) -> None:
         self.host, self.port, self.tls = host, port, tls
         self.protocol = protocol
         self.keepalive = keepalive
-        self.max_buffered = max_buffered
+        self.max_queued_bytes = max_queued_bytes
+        self._now = now
         self._connect_packet = encode_connect(
             client_id, protocol=protocol, clean_start=clean_start, keepalive=keepalive,
             username=username, password=password, session_expiry=session_expiry,
             receive_maximum=receive_maximum,
         )
-        self._reader = PacketReader(protocol)
         self._transport: asyncio.Transport | None = None
-        self._messages: list[Publish] = []
+        self._chunks: deque[tuple[float, bytes]] = deque()
+        #: Bytes received and not yet framed (the chunk being framed included).
+        self.queued_bytes = 0
         self._error: MqttError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._connack: asyncio.Future[Connack] | None = None
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._next_packet_id = 0
-        self._paused = False
+        self.paused = False
+        self._resumed_at = 0.0
         self._ping_outstanding = False
         self._keepalive_task: asyncio.Task[None] | None = None
+        #: Times reading was paused (the receiver could not keep up).
+        self.pauses = 0
 
     # ---- the application's side ---------------------------------------------------------
 
-    async def connect(self, timeout: float = CONNECT_TIMEOUT) -> Connack:
-        """Open the connection and send CONNECT; returns the CONNACK (MqttError if the
-        broker refuses). A resumed session's queued messages may follow at once: they wait
-        in the client until ``messages()``."""
+    async def open(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Open the connection and send CONNECT (a receive loop must then read it)."""
         loop = asyncio.get_running_loop()
         self._connack = loop.create_future()
         try:
@@ -105,20 +122,27 @@ class MqttClient(asyncio.Protocol):
                     lambda: self, self.host, self.port, ssl=self.tls,
                     server_hostname=self.host if self.tls else None,
                 )
-                assert self._transport is not None
-                self._transport.write(self._connect_packet)
-                connack = await self._connack
         except (OSError, TimeoutError) as exc:
-            self._connack.cancel()  # nobody waits for it any more
             self.close()
             raise MqttError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
+        self._write(self._connect_packet)
+
+    async def connected(self, timeout: float = CONNECT_TIMEOUT) -> Connack:
+        """The CONNACK (MqttError if the broker refuses, or none comes in ``timeout``)."""
+        assert self._connack is not None, "open() first"
+        try:
+            async with asyncio.timeout(timeout):
+                connack = await asyncio.shield(self._connack)
+        except TimeoutError:
+            self.close()
+            raise MqttError(f"no CONNACK from {self.host}:{self.port} within {timeout:g} s") from None
         if connack.reason_code:
             self.close()
             text = (reason(connack.reason_code) if self.protocol == "5"
                     else V311_CONNACK.get(connack.reason_code, str(connack.reason_code)))
             raise MqttError(f"connection refused: {text}")
-        if self.keepalive:
-            self._keepalive_task = loop.create_task(self._keep_alive())
+        if self.keepalive and self._keepalive_task is None:
+            self._keepalive_task = asyncio.get_running_loop().create_task(self._keep_alive())
         return connack
 
     async def subscribe(
@@ -145,10 +169,10 @@ class MqttClient(asyncio.Protocol):
         finally:
             self._subacks.pop(packet_id, None)
 
-    async def messages(self) -> list[Publish]:
-        """Every message received since the last call (waits for at least one); raises
-        MqttError once the connection is lost."""
-        while not self._messages:
+    async def next_chunk(self) -> tuple[float, bytes]:
+        """The next chunk read (waits for one) with the engine's time it was read;
+        MqttError once the connection is lost. Call ``framed`` when done with it."""
+        while not self._chunks:
             if self._error is not None:
                 raise self._error
             self._waiter = asyncio.get_running_loop().create_future()
@@ -156,22 +180,48 @@ class MqttClient(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        burst, self._messages = self._messages, []
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
-        return burst
+        return self._chunks.popleft()
 
-    def ack(self, messages: Iterable[Publish]) -> None:
-        """Acknowledge stored messages: PUBACK for QoS 1, PUBREC for QoS 2 (the broker's
-        PUBREL is answered with PUBCOMP), in one write."""
-        acks: list[int] = []
-        recs: list[int] = []
-        for m in messages:
-            if m.qos:
-                (acks if m.qos == 1 else recs).append(m.packet_id)
-        if acks or recs:
-            self._write(encode_acks(PUBACK, acks) + encode_acks(PUBREC, recs))
+    def framed(self, nbytes: int) -> None:
+        """The receive loop is done with ``nbytes`` of what it took: read more if paused."""
+        self.queued_bytes -= nbytes
+        if self.paused and self.queued_bytes <= self.max_queued_bytes // 2:
+            self.paused = False
+            self._resumed_at = time.monotonic()
+            if self._transport is not None:
+                self._transport.resume_reading()
+
+    def ack(self, words: list[int]) -> None:
+        """Acknowledge stored messages (``ACK_WORDS[qos bits] | packet id`` each), in one
+        write. A broker's PUBREL (QoS 2) is answered with PUBCOMP as it comes."""
+        if words:
+            self._write(encode_ack_words(words))
+
+    def handle_control(self, kind: int, flags: int, body: bytes) -> None:
+        """Every packet but PUBLISH, as the receive loop frames it."""
+        if kind == CONNACK and self._connack is not None and not self._connack.done():
+            self._connack.set_result(decode_connack(body, self.protocol))
+        elif kind == SUBACK:
+            suback = decode_suback(body, self.protocol)
+            future = self._subacks.get(suback.packet_id)
+            if future is not None and not future.done():
+                future.set_result(suback.reason_codes)
+        elif kind == PUBREL:
+            self._write(encode_acks(PUBCOMP, [decode_packet_id(body)]))
+        elif kind == PINGRESP:
+            self._ping_outstanding = False
+        elif kind == DISCONNECT:
+            code, text = decode_disconnect(body)
+            raise MqttError(f"disconnected by the broker: {reason(code)} {text}".rstrip())
+        else:
+            raise MqttError(f"unexpected packet type {kind} for a subscriber")
+
+    @property
+    def behind(self) -> bool:
+        """Whether bytes the broker sent may be unread here: reading paused, chunks not
+        yet framed, or reading resumed less than a keepalive interval ago."""
+        recently = time.monotonic() - self._resumed_at < self.keepalive / 2
+        return self.paused or self.queued_bytes > 0 or recently
 
     def close(self) -> None:
         """Send DISCONNECT (when connected) and close; safe to call more than once."""
@@ -190,19 +240,15 @@ class MqttClient(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        try:
-            publishes, others = self._reader.feed(data)
-            for kind, flags, body in others:
-                self._control(kind, flags, body)
-        except MqttError as exc:
-            self._abort(exc)
-            return
-        if publishes:
-            self._messages += publishes
-            self._wake()
-            if len(self._messages) >= self.max_buffered and self._transport is not None:
-                self._paused = True
+        self._chunks.append((self._now(), data))
+        self.queued_bytes += len(data)
+        if self.queued_bytes >= self.max_queued_bytes and not self.paused:
+            self.paused = True
+            self.pauses += 1
+            if self._transport is not None:
                 self._transport.pause_reading()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -210,31 +256,12 @@ class MqttClient(asyncio.Protocol):
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _control(self, kind: int, flags: int, body: bytes) -> None:
-        """Every packet but PUBLISH."""
-        if kind == CONNACK and self._connack is not None and not self._connack.done():
-            self._connack.set_result(decode_connack(body, self.protocol))
-        elif kind == SUBACK:
-            suback = decode_suback(body, self.protocol)
-            future = self._subacks.get(suback.packet_id)
-            if future is not None and not future.done():
-                future.set_result(suback.reason_codes)
-        elif kind == PUBREL:
-            self._write(encode_acks(PUBCOMP, [decode_packet_id(body)]))
-        elif kind == PINGRESP:
-            self._ping_outstanding = False
-        elif kind == DISCONNECT:
-            code, text = decode_disconnect(body)
-            raise MqttError(f"disconnected by the broker: {reason(code)} {text}".rstrip())
-        else:
-            raise MqttError(f"unexpected packet type {kind} for a subscriber")
-
     async def _keep_alive(self) -> None:
         interval = self.keepalive / 2
         while self._transport is not None:
             await asyncio.sleep(interval)
-            if self._ping_outstanding:
-                self._abort(MqttError(f"no PINGRESP within {interval:g} s"))
+            if self._ping_outstanding and not self.behind:
+                self.abort(MqttError(f"no PINGRESP within {interval:g} s"))
                 return
             self._ping_outstanding = True
             self._write(PINGREQ_PACKET)
@@ -248,7 +275,7 @@ class MqttClient(asyncio.Protocol):
             raise self._error or MqttError("not connected")
         self._transport.write(data)
 
-    def _abort(self, error: MqttError) -> None:
+    def abort(self, error: MqttError) -> None:
         """A protocol violation or a dead connection: drop it at once."""
         self._fail(error)
         if self._transport is not None:
@@ -260,8 +287,5 @@ class MqttClient(asyncio.Protocol):
         for future in (self._connack, *self._subacks.values()):
             if future is not None and not future.done():
                 future.set_exception(self._error)
-        self._wake()
-
-    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

@@ -4,10 +4,12 @@ Why our own codec and not paho-mqtt's (the project rule: a well-kept library fir
 parses every incoming packet in Python with about three socket reads per packet, one packet
 per event-loop wake-up, and with MQTT 5 builds a ``Properties`` object per message; aiomqtt
 on top of it receives about 6,000 msg/s (MQTT 5) to 20,000 msg/s (3.1.1) on the 2-core
-target machine, against the 40,000 msg/s the ingest target needs (bench/mqtt_ingest.py).
-So ``PacketReader`` splits every complete packet out of a large chunk in one pass and skips
-MQTT 5 PUBLISH properties unless there are some (then only the user property "timestamp" is
-read); the few other packets a subscriber meets are encoded and decoded here as well.
+target machine, against the 150,000 msg/s the ingest target needs (bench/mqtt_ingest.py).
+The receive path splits the work in two: on the event loop, ``sources.mqtt_reader`` only
+finds where each packet ends and copies runs of PUBLISH packets, undecoded, into a block;
+on the workers ``decode_publish`` reads each one (topic, packet id, the MQTT 5 user property
+"timestamp", payload). The few other packets a subscriber meets are encoded and decoded
+here as well.
 
 Only what a subscribing client sends or receives is covered (plus ``encode_publish`` for
 publishers in tests and benchmarks): no will message, no AUTH exchange, no topic aliases
@@ -16,6 +18,7 @@ publishers in tests and benchmarks): no will message, no AUTH exchange, no topic
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, cast
 
@@ -356,80 +359,79 @@ def publish_timestamp(buf: bytes, pos: int, end: int) -> float | None:
     return None
 
 
-class PacketReader:
-    """Splits a byte stream into packets, chunk by chunk: ``feed(chunk)`` returns the
-    PUBLISH packets completed by it, decoded, and the other packets as (type, flags, body);
-    an incomplete tail waits for the next chunk."""
+def packet_span(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """(start of the body, end) of the packet at ``pos``; None while it is incomplete."""
+    size = len(buf)
+    if pos + 1 >= size:
+        return None
+    length, start = decode_varint(buf, pos + 1)
+    if length < 0 or start + length > size:
+        return None
+    return start, start + length
 
-    def __init__(self, protocol: str = "5") -> None:
-        self.v5 = _is_v5(protocol)
-        self._rest = b""
 
-    @property
-    def buffered(self) -> int:
-        """Bytes of an incomplete packet held for the next chunk."""
-        return len(self._rest)
+def split_packets(buf: bytes) -> tuple[list[tuple[int, int, bytes]], bytes]:
+    """Every complete packet of ``buf`` as (type, flags, body), and the incomplete rest:
+    for a few packets at a time (a fake broker in tests reading what a client sends)."""
+    packets = []
+    pos = 0
+    while (span := packet_span(buf, pos)) is not None:
+        start, end = span
+        packets.append((buf[pos] >> 4, buf[pos] & 0x0F, buf[start:end]))
+        pos = end
+    return packets, buf[pos:]
 
-    def feed(self, data: bytes) -> tuple[list[Publish], list[tuple[int, int, bytes]]]:
-        buf = self._rest + data if self._rest else bytes(data)
-        publishes: list[Publish] = []
-        others: list[tuple[int, int, bytes]] = []
-        append = publishes.append
-        v5 = self.v5
-        size = len(buf)
-        pos = 0
-        # One pass over every complete packet; kept in one function on purpose: this loop
-        # runs once per message at 40,000 messages a second.
-        while pos + 1 < size:
-            header = buf[pos]
-            length = buf[pos + 1]
-            if length < 0x80:
-                start = pos + 2
-            elif pos + 2 < size and buf[pos + 2] < 0x80:  # 128..16383: most readings
-                length = (length & 0x7F) | buf[pos + 2] << 7
-                start = pos + 3
-            else:
-                length, start = decode_varint(buf, pos + 1)
-                if length < 0:
-                    break
-            end = start + length
-            if end > size:
-                break
-            if header >> 4 != PUBLISH:
-                if header >> 4 == 0:
-                    raise ProtocolError(f"invalid packet type 0 at byte {pos}")
-                others.append((header >> 4, header & 0x0F, buf[start:end]))
-                pos = end
-                continue
-            qos = (header >> 1) & 3
-            topic_end = start + 2 + ((buf[start] << 8 | buf[start + 1]) if length >= 2 else 0)
-            p = topic_end + 2 if qos else topic_end
-            if length < 2 or p > end or qos == 3:
-                raise ProtocolError(f"malformed PUBLISH at byte {pos}")
-            timestamp = None
-            if v5:
-                if p >= end:
-                    raise ProtocolError(f"malformed PUBLISH at byte {pos} (no properties)")
-                plen = buf[p]
-                if plen == 0:
-                    p += 1
-                else:
-                    plen, props = decode_varint(buf, p)
-                    p = props + plen
-                    if plen < 0 or p > end:
-                        raise ProtocolError(f"malformed PUBLISH properties at byte {pos}")
-                    timestamp = publish_timestamp(buf, props, p)
-            try:
-                topic = buf[start + 2:topic_end].decode()
-            except UnicodeDecodeError:
-                raise ProtocolError(f"PUBLISH topic is not UTF-8 at byte {pos}") from None
-            if not topic:
-                raise ProtocolError("PUBLISH without a topic (topic aliases are not enabled)")
-            append(Publish(
-                topic, buf[p:end], qos, bool(header & 1),
-                (buf[topic_end] << 8 | buf[topic_end + 1]) if qos else 0,
-                timestamp, bool(header & 0x08),
-            ))
-            pos = end
-        self._rest = buf[pos:]
-        return publishes, others
+
+def decode_publish(buf: bytes, header: int, start: int, end: int, v5: bool) -> Publish:
+    """The PUBLISH packet whose body is ``buf[start:end]``; ProtocolError if malformed."""
+    qos = (header >> 1) & 3
+    length = end - start
+    topic_end = start + 2 + ((buf[start] << 8 | buf[start + 1]) if length >= 2 else 0)
+    p = topic_end + 2 if qos else topic_end
+    if length < 2 or p > end or qos == 3:
+        raise ProtocolError("malformed PUBLISH")
+    timestamp = None
+    if v5:
+        if p >= end:
+            raise ProtocolError("malformed PUBLISH (no properties)")
+        if buf[p] == 0:
+            p += 1
+        else:
+            plen, props = decode_varint(buf, p)
+            p = props + plen
+            if plen < 0 or p > end:
+                raise ProtocolError("malformed PUBLISH properties")
+            timestamp = publish_timestamp(buf, props, p)
+    try:
+        topic = buf[start + 2:topic_end].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("PUBLISH topic is not UTF-8") from None
+    if not topic:
+        raise ProtocolError("PUBLISH without a topic (topic aliases are not enabled)")
+    packet_id = (buf[topic_end] << 8 | buf[topic_end + 1]) if qos else 0
+    return Publish(topic, buf[p:end], qos, bool(header & 1), packet_id, timestamp, bool(header & 0x08))
+
+
+def publish_key(buf: bytes, header: int, start: int, end: int, v5: bool) -> tuple[int, bytes, bytes]:
+    """(packet id, topic bytes, payload) of a PUBLISH the receive loop framed (so its topic
+    and packet id are known to fit): what recognises a redelivery, without decoding."""
+    topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+    p = topic_end
+    packet_id = 0
+    if header & 6:
+        packet_id = buf[p] << 8 | buf[p + 1]
+        p += 2
+    if v5 and p < end:
+        plen, props = decode_varint(buf, p)
+        p = min(end, props + max(plen, 0))
+    return packet_id, bytes(buf[start + 2:topic_end]), bytes(buf[p:end])
+
+
+#: The acknowledgement of a stored QoS 1 (PUBACK) or QoS 2 (PUBREC) message as one 32-bit
+#: word, by the QoS bits of its PUBLISH header (``header & 6``): type, length 2, packet id.
+ACK_WORDS = {2: PUBACK << 28 | 2 << 16, 4: PUBREC << 28 | 2 << 16}
+
+
+def encode_ack_words(words: list[int]) -> bytes:
+    """Acknowledgements given as ``ACK_WORDS[qos bits] | packet id``, in one buffer."""
+    return struct.pack(f">{len(words)}I", *words)

@@ -1,5 +1,6 @@
 """The receiver on our MQTT client: 3.1.1, QoS 2, the timestamp property against a real
-mosquitto; a broker that sends garbage or refuses a filter (a fake one on a socket)."""
+mosquitto; a broker that sends garbage, refuses a filter or the connection, or speaks TLS
+(a fake one on a socket)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from aiostream_engine.sources.mqtt_client import MqttClient
-from aiostream_engine.sources.mqtt_protocol import (
-    SUBSCRIBE,
-    MqttError,
-    PacketReader,
-    decode_packet_id,
-    encode_publish,
-)
+from aiostream_engine.sources.mqtt_protocol import SUBSCRIBE, decode_packet_id, encode_publish, split_packets
 from aiostream_engine.testing import advance_batches, collect_batches
 from tests.brokers import Mosquitto
 from tests.mqtt.test_mqtt_stream import Events, context, ids_of, publish_readings, store_received, until
@@ -85,11 +79,11 @@ async def fake_broker(*sessions: list[bytes]) -> AsyncIterator[tuple[str, int]]:
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         script = next(replies, [])
-        packets = PacketReader("5")
+        rest = b""
         writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK, success, no properties
         while not reader.at_eof():
-            data = await reader.read(65536)
-            for kind, _, body in packets.feed(data)[1]:
+            packets, rest = split_packets(rest + await reader.read(65536))
+            for kind, _, body in packets:
                 if kind == SUBSCRIBE and script:
                     pid = decode_packet_id(body).to_bytes(2, "big")
                     writer.write(script[0].replace(b"PID", pid) + b"".join(script[1:]))
@@ -134,16 +128,26 @@ async def test_a_refused_subscription_is_an_error() -> None:
     assert events.events[1] == "error: MqttError: subscription refused: [('t', '0x87')]"
 
 
-async def test_a_refused_connection_and_no_broker_raise_mqtt_error() -> None:
-    server = await asyncio.start_server(
+async def test_a_refused_connection_and_no_broker_are_errors_the_receiver_retries() -> None:
+    refusing = await asyncio.start_server(
         lambda r, w: w.write(b"\x20\x03\x00\x87\x00"), "127.0.0.1", 0
     )
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        with pytest.raises(MqttError, match="connection refused: 0x87 not authorized"):
-            await MqttClient("127.0.0.1", port, client_id="x").connect()
-    with pytest.raises(MqttError, match="cannot connect"):
-        await MqttClient("127.0.0.1", port, client_id="x").connect()
+    async with refusing:
+        port = refusing.sockets[0].getsockname()[1]
+        events = Events()
+        async with context() as ssc:
+            ssc.add_streaming_listener(events)
+            collect_batches(ssc.mqtt_stream("127.0.0.1", port, "t", client_id="x"))
+            await ssc.start()
+            await until(lambda: len(events.events) == 2, "the refusal reported")
+    assert events.events[1] == "error: MqttError: connection refused: 0x87 not authorized"
+    events = Events()
+    async with context() as ssc:  # nothing listens on that port any more
+        ssc.add_streaming_listener(events)
+        collect_batches(ssc.mqtt_stream("127.0.0.1", port, "t", client_id="x"))
+        await ssc.start()
+        await until(lambda: len(events.events) == 2, "the failure reported")
+    assert events.events[1].startswith(f"error: MqttError: cannot connect to 127.0.0.1:{port}")
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
@@ -161,16 +165,23 @@ async def test_tls(tmp_path: Path) -> None:
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)  # CONNECT
-        writer.write(b"\x20\x03\x01\x00\x00" + encode_publish("t", b"secret", qos=0))
-        await reader.read(65536)
+        writer.write(b"\x20\x03\x00\x00\x00")
+        rest = b""
+        while not reader.at_eof():
+            packets, rest = split_packets(rest + await reader.read(65536))
+            for kind, _, body in packets:
+                if kind == SUBSCRIBE:
+                    pid = decode_packet_id(body).to_bytes(2, "big")
+                    writer.write(GRANTED.replace(b"PID", pid)
+                                 + encode_publish("t", b'{"i": 42}', qos=0))
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
-    async with server:
+    async with server, context() as ssc:
         port = server.sockets[0].getsockname()[1]
-        client = MqttClient("127.0.0.1", port, client_id="tls",
-                            tls=ssl.create_default_context(cafile=str(cert)))
-        connack = await client.connect()
-        messages = await client.messages()
-        client.close()
-    assert connack.session_present
-    assert [(m.topic, m.payload) for m in messages] == [("t", b"secret")]
+        stream = ssc.mqtt_stream("127.0.0.1", port, "t", client_id="tls",
+                                 tls=ssl.create_default_context(cafile=str(cert)))
+        out = collect_batches(stream)
+        await ssc.start()
+        await store_received(ssc, [stream.receiver], 1)  # type: ignore[union-attr]
+        await advance_batches(ssc, 1)
+    assert ids_of(out[0][1]) == [42]

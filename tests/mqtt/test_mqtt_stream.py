@@ -172,7 +172,10 @@ async def test_broker_killed_and_restarted_loses_nothing(mosquitto: Mosquitto) -
         await publish_readings(mosquitto, range(200, 400), topic="plant/line2")
         assert receiver.messages_received == 200
         await advance_batches(ssc, 1)  # the backoff ends: the receiver reconnects
-        await store_received(ssc, [receiver], 400)  # the messages sent while away
+        # The messages sent while away: the broker resends them right after its CONNACK,
+        # and they are stored as they come, whether the SUBACK has come yet or not.
+        await store_received(ssc, [receiver], 400)
+        await until(lambda: receiver.connections == 2, "the new subscription")
         await advance_batches(ssc, 1)
         assert ssc.state.value == "active"
         await ssc.stop(graceful=True)

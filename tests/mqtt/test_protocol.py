@@ -1,4 +1,6 @@
-"""The MQTT codec of the receive path (sources/mqtt_protocol.py): pure functions on bytes."""
+"""The MQTT codec of the receive path (sources/mqtt_protocol.py), and the receive loop's
+framing (sources/mqtt_reader.py): chunks of a byte stream into blocks of raw PUBLISH
+packets, control packets handed over in stream order, malformed framing refused."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aiostream_engine.sources.mqtt_block import PublishBlockBuilder
 from aiostream_engine.sources.mqtt_protocol import (
     CONNACK,
     PINGRESP,
@@ -17,22 +20,26 @@ from aiostream_engine.sources.mqtt_protocol import (
     SESSION_EXPIRY_INTERVAL,
     SUBACK,
     USER_PROPERTY,
-    PacketReader,
     ProtocolError,
     Publish,
     decode_connack,
     decode_disconnect,
     decode_packet_id,
     decode_properties,
+    decode_publish,
     decode_suback,
     decode_varint,
+    encode_ack_words,
     encode_acks,
     encode_connect,
     encode_properties,
     encode_publish,
     encode_subscribe,
     encode_varint,
+    split_packets,
 )
+from aiostream_engine.sources.mqtt_reader import PublishFramer
+from aiostream_engine.sources.mqtt_redelivery import RedeliveryFilter
 
 EDGES = [0, 1, 127, 128, 16383, 16384, 2097151, 2097152, 268435455]
 
@@ -111,6 +118,47 @@ def test_acks_of_a_block_in_one_buffer() -> None:
     assert decode_disconnect(b"\x8e\x07\x1f\x00\x04gone") == (0x8E, "gone")
 
 
+def test_acks_as_words() -> None:
+    assert encode_ack_words([0x40020001, 0x50020102]) == b"\x40\x02\x00\x01\x50\x02\x01\x02"
+    assert encode_ack_words([]) == b""
+
+
+class Framed:
+    """What framing a byte stream gave: the PUBLISH packets copied (decoded here to compare),
+    the control packets met, the acknowledgements to send."""
+
+    def __init__(self, protocol: str) -> None:
+        self.v5 = protocol == "5"
+        self.controls: list[tuple[int, int, bytes]] = []
+        self.framer = PublishFramer(self.v5, RedeliveryFilter(10), self._control)
+        self.builder = PublishBlockBuilder(self.v5)
+
+    def _control(self, kind: int, flags: int, body: bytes) -> None:
+        self.controls.append((kind, flags, body))
+
+    def feed(self, chunk: bytes, arrival: float = 0.0) -> None:
+        """As the receive loop does: join, frame step by step, keep the rest."""
+        buf = self.framer.join(chunk)
+        if buf is None:
+            return
+        pos = 0
+        while True:
+            pos = self.framer.frame(buf, pos, self.builder, arrival)
+            if not self.framer.complete(buf, pos):
+                break
+        self.framer.keep(buf, pos)
+
+    def publishes(self) -> list[Publish]:
+        block = self.builder.build()
+        return [decode_publish(block.data, h, s, e, self.v5) for h, s, e in block.packets()]
+
+
+def framed(data: bytes, protocol: str) -> Framed:
+    result = Framed(protocol)
+    result.feed(data)
+    return result
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 @given(
     topic=st.text(min_size=1, max_size=40).filter(lambda t: len(t.encode()) < 200),
@@ -124,9 +172,11 @@ def test_publish_round_trip(
 ) -> None:
     packet = encode_publish(topic, payload, qos=qos, packet_id=packet_id, retain=retain,
                             protocol=protocol)
-    publishes, others = PacketReader(protocol).feed(packet)
-    assert others == []
-    assert publishes == [Publish(topic, payload, qos, retain, packet_id if qos else 0, None)]
+    result = framed(packet, protocol)
+    assert result.controls == []
+    assert result.publishes() == [Publish(topic, payload, qos, retain, packet_id if qos else 0, None)]
+    word = {1: 0x40020000, 2: 0x50020000}.get(qos)
+    assert result.builder.acks == ([word | packet_id] if word else [])
 
 
 def stream(protocol: str, n: int) -> tuple[bytes, list[Publish]]:
@@ -144,13 +194,13 @@ def stream(protocol: str, n: int) -> tuple[bytes, list[Publish]]:
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_many_packets_in_one_chunk(protocol: str) -> None:
-    data, expected = stream(protocol, 500)
-    reader = PacketReader(protocol)
-    publishes, others = reader.feed(data)
-    assert publishes == expected
-    assert others == [(PINGRESP, 0, b"")]
-    assert reader.buffered == 0
+def test_many_packets_in_one_chunk_framed_in_bounded_steps(protocol: str) -> None:
+    data, expected = stream(protocol, 500)  # about 5 MB: many steps
+    result = framed(data, protocol)
+    assert result.publishes() == expected
+    assert result.controls == [(PINGRESP, 0, b"")]
+    assert result.framer.received == 500
+    assert len(result.builder.acks) == sum(1 for p in expected if p.qos)
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -160,20 +210,20 @@ def test_packets_split_at_every_byte_offset(protocol: str) -> None:
     data += encode_publish("last", big, qos=1, packet_id=9, protocol=protocol)
     expected.append(Publish("last", big, 1, False, 9, None))
     for cut in range(len(data) + 1):
-        reader = PacketReader(protocol)
-        first, _ = reader.feed(data[:cut])
-        second, _ = reader.feed(data[cut:])
-        assert first + second == expected, cut
-        assert reader.buffered == 0
+        result = Framed(protocol)
+        result.feed(data[:cut])
+        result.feed(data[cut:])
+        assert result.publishes() == expected, cut
 
 
 def test_byte_by_byte() -> None:
     data, expected = stream("5", 4)
-    reader = PacketReader("5")
-    got: list[Publish] = []
+    result = Framed("5")
     for i in range(len(data)):
-        got += reader.feed(data[i:i + 1])[0]
-    assert got == expected
+        result.feed(data[i:i + 1], arrival=float(i))
+    assert result.publishes() == expected
+    block = result.builder.build()
+    assert [count for count, _ in block.arrivals] == [1, 2, 3, 4]  # one arrival per message
 
 
 def test_v5_properties_are_skipped_but_the_timestamp_is_read() -> None:
@@ -184,37 +234,53 @@ def test_v5_properties_are_skipped_but_the_timestamp_is_read() -> None:
         + encode_publish("b", b"1", properties=[(USER_PROPERTY, ("timestamp", "soon"))])
         + encode_publish("c", b"2", properties=[(0x08, "reply/to")])
     )
-    publishes, _ = PacketReader("5").feed(packets)
-    assert [(p.topic, p.payload, p.timestamp) for p in publishes] == [
+    assert [(p.topic, p.payload, p.timestamp) for p in framed(packets, "5").publishes()] == [
         ("a", b"{}", 1700000000.25), ("b", b"1", None), ("c", b"2", None)
     ]
     assert encode_properties([]) == b"\x00"
 
 
-def test_control_packets_are_returned_with_their_body() -> None:
-    data = b"\x20\x03\x00\x00\x00" + b"\x90\x04\x00\x01\x00\x01" + b"\x62\x02\x00\x05"
-    publishes, others = PacketReader("5").feed(data)
-    assert publishes == []
-    assert others == [(CONNACK, 0, b"\x00\x00\x00"), (SUBACK, 0, b"\x00\x01\x00\x01"),
-                      (PUBREL, 2, b"\x00\x05")]
+def test_control_packets_are_handed_over_in_stream_order_with_their_body() -> None:
+    data = (b"\x20\x03\x00\x00\x00" + encode_publish("t", b"x", protocol="5")
+            + b"\x90\x04\x00\x01\x00\x01" + b"\x62\x02\x00\x05")
+    result = framed(data, "5")
+    assert [p.topic for p in result.publishes()] == ["t"]
+    assert result.controls == [(CONNACK, 0, b"\x00\x00\x00"), (SUBACK, 0, b"\x00\x01\x00\x01"),
+                               (PUBREL, 2, b"\x00\x05")]
+    packets, rest = split_packets(data + b"\x30")
+    assert [kind for kind, _, _ in packets] == [CONNACK, 3, SUBACK, PUBREL] and rest == b"\x30"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x30\x01\x00", "malformed PUBLISH"),  # shorter than a topic length
+        (b"\x30\x04\x00\x09ab", "malformed PUBLISH"),  # topic longer than the packet
+        (b"\x32\x04\x00\x01a\x00", "malformed PUBLISH"),  # QoS 1 without a packet id
+        (b"\x36\x05\x00\x01a\x00\x01", "malformed PUBLISH"),  # QoS 3
+        (b"\x00\x00", "invalid packet type"),
+        (b"\x30\xff\xff\xff\xff\x01", "more than 4 bytes"),
+    ],
+)
+def test_framing_the_loop_cannot_trust_is_a_protocol_error(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        framed(data, "5")
 
 
 @pytest.mark.parametrize(
     ("protocol", "data", "message"),
     [
-        ("5", b"\x30\x01\x00", "malformed PUBLISH"),  # shorter than a topic length
-        ("5", b"\x30\x04\x00\x09ab", "malformed PUBLISH"),  # topic longer than the packet
-        ("5", b"\x32\x04\x00\x01a\x00", "malformed PUBLISH"),  # QoS 1 without a packet id
-        ("5", b"\x36\x05\x00\x01a\x00\x01", "malformed PUBLISH"),  # QoS 3
         ("5", b"\x30\x03\x00\x01a", "no properties"),
         ("5", b"\x30\x05\x00\x01a\x09\x00", "properties"),  # property length overruns
         ("5", b"\x30\x06\x00\x01a\x02\x7f\x00", "unknown property"),
         ("3.1.1", b"\x30\x04\x00\x02\xff\xfe", "not UTF-8"),
         ("3.1.1", b"\x30\x02\x00\x00", "without a topic"),
-        ("5", b"\x00\x00", "invalid packet type"),
-        ("5", b"\x30\xff\xff\xff\xff\x01", "more than 4 bytes"),
     ],
 )
-def test_malformed_packets_raise_a_protocol_error(protocol: str, data: bytes, message: str) -> None:
+def test_what_the_worker_reads_is_checked_there(protocol: str, data: bytes, message: str) -> None:
+    """The loop frames these (their lengths are sound); the worker's decode refuses them
+    (the stream makes them dead letters)."""
+    result = framed(data, protocol)
+    assert result.framer.received == 1
     with pytest.raises(ProtocolError, match=message):
-        PacketReader(protocol).feed(data)
+        result.publishes()
