@@ -5,6 +5,9 @@ script fills them from the JSON API with ``textContent`` (user text is never par
 HTML), under a Content-Security-Policy that allows only this app's own script and style.
 All links are relative to a ``<base>`` carrying the mount path, so the app works at ``/``
 on its own server and under any prefix in a user's app (``Mount("/streaming", ...)``).
+
+The page's few small files are read once and served from memory: no file access on the
+event loop and no worker thread per request (Starlette's ``StaticFiles`` uses both).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from . import spark_api, views
 from .live import event_stream
@@ -28,6 +30,12 @@ if TYPE_CHECKING:
     from .runtime import StreamingUI
 
 STATIC = files("aiostream_engine.ui") / "static"
+_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -47,9 +55,19 @@ class JSON(Response):
         return orjson.dumps(content, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _page(name: str, request: Request) -> HTMLResponse:
+def _read_assets() -> dict[str, tuple[bytes, str]]:
+    """Every file of ``static/``: name -> (content, media type)."""
+    assets = {}
+    for entry in STATIC.iterdir():
+        suffix = entry.name[entry.name.rfind("."):]
+        if entry.is_file() and suffix in _TYPES:
+            assets[entry.name] = (entry.read_bytes(), _TYPES[suffix])
+    return assets
+
+
+def _page(template: bytes, request: Request) -> HTMLResponse:
     base = html.escape(request.scope.get("root_path", "").rstrip("/") + "/", quote=True)
-    text = (STATIC / name).read_text(encoding="utf-8").replace("{{base}}", base)
+    text = template.decode("utf-8").replace("{{base}}", base)
     return HTMLResponse(text, headers=SECURITY_HEADERS)
 
 
@@ -59,6 +77,7 @@ def _int(request: Request, name: str) -> int:
 
 def build_app(ui: StreamingUI) -> Starlette:
     status = ui.status
+    assets = _read_assets()
 
     def check_app(request: Request) -> None:
         app_id = request.path_params["app_id"]
@@ -66,10 +85,17 @@ def build_app(ui: StreamingUI) -> Starlette:
             raise spark_api.NotFound(f"no such app: {app_id}")
 
     async def index(request: Request) -> Response:
-        return _page("index.html", request)
+        return _page(assets["index.html"][0], request)
 
     async def batch_page(request: Request) -> Response:
-        return _page("batch.html", request)
+        return _page(assets["batch.html"][0], request)
+
+    async def static(request: Request) -> Response:
+        found = assets.get(request.path_params["name"])
+        if found is None:
+            return PlainTextResponse("not found", status_code=404)
+        content, media_type = found
+        return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(ui.registry), media_type=CONTENT_TYPE_LATEST)
@@ -147,7 +173,7 @@ def build_app(ui: StreamingUI) -> Starlette:
         Route("/api/ui/batches", ui_batches),
         Route("/api/ui/batches/{batch_id:int}", ui_batch),
         Route("/api/ui/events", events),
-        Mount("/static", app=StaticFiles(packages=[("aiostream_engine.ui", "static")]), name="static"),
+        Route("/static/{name}", static),
     ]
     return Starlette(
         routes=routes,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
+from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import orjson
 import pytest
@@ -114,3 +117,33 @@ async def test_event_stream_pushes_each_batch() -> None:
         (1000, "QUEUED"), (1000, "PROCESSING"), (1000, "COMPLETED")
     ]
     assert events[-1]["records"] == 3 and events[-1]["inputs"] == {"0": 3}
+
+
+async def test_serving_the_ui_uses_no_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages, their files, the API and /metrics are answered on the engine's loop alone:
+    no request hands work to a worker thread (Starlette's StaticFiles and FileResponse do,
+    through ``anyio.to_thread``, which this test watches)."""
+    handed: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def watched(func: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(getattr(func, "__qualname__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    async with Scenario() as run, httpx.AsyncClient(base_url=run.ssc.ui_url) as client:
+        await run.first_batch_done()
+        (app,) = (await client.get("api/v1/applications")).json()
+        page = (await client.get("")).text
+        files = re.findall(r'(?:src|href)="(static/[^"]+)"', page)
+        assert len(files) == 4  # the icon, the style sheet and two scripts
+        monkeypatch.setattr(anyio.to_thread, "run_sync", watched)
+        for path in [
+            "", "batch?id=1000", "metrics", "api/ui/summary", "api/ui/batches",
+            "api/ui/batches/1000", f"api/v1/applications/{app['id']}/streaming/batches", *files,
+        ]:
+            response = await client.get(path)
+            assert response.status_code == 200, path
+        assert (await client.get("static/../app.py")).status_code == 404
+        assert (await client.get("static/nope.js")).status_code == 404
+        monkeypatch.undo()
+    assert handed == []
