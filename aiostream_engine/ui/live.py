@@ -7,7 +7,9 @@ costs each page a write every few batches, not three per batch. Each burst is of
 every client's bounded queue without waiting; a client that does not keep up (its queue
 is full: a slow network, a stalled tab) is dropped, its stream ends, and its browser
 reconnects and reloads the page's data. So open pages never hold up the listener bus, let
-alone the batch clock; with no page open nothing is encoded.
+alone the batch clock; with no page open nothing is encoded. A burst holds at most
+``MAX_BURST`` messages: past that (a flood of events, a loop too busy to flush) the burst
+is replaced by one ``reload`` message, and the pages reload their data instead.
 """
 
 from __future__ import annotations
@@ -36,47 +38,60 @@ from .views import batch_row
 CLIENT_QUEUE_SIZE = 16
 #: Seconds between bursts (real time: it paces writes to browsers, not batches).
 FLUSH_INTERVAL = 0.25
+#: Messages a burst may hold; past it the burst is one ``reload`` message.
+MAX_BURST = 256
+RELOAD = b"event: reload\ndata: {}\n\n"
+
+Queue = MemoryObjectReceiveStream[bytes]
 
 
 class LiveFeed(StreamingListener):
+    """A listener that turns batch and receiver events into messages for open pages."""
+
     def __init__(self, status: StreamingStatus, queue_size: int = CLIENT_QUEUE_SIZE) -> None:
         self._status = status
         self._queue_size = queue_size
-        self._clients: set[MemoryObjectSendStream[bytes]] = set()
+        self._clients: dict[Queue, MemoryObjectSendStream[bytes]] = {}
         self._pending: list[bytes] = []
         self.dropped = 0
         self.closed = False
 
     @property
     def clients(self) -> int:
+        """Pages following the feed now."""
         return len(self._clients)
 
-    def subscribe(self) -> MemoryObjectReceiveStream[bytes]:
+    def subscribe(self) -> Queue:
         """A new client's queue; it ends when the client is dropped or the feed closes."""
         send, receive = anyio.create_memory_object_stream[bytes](self._queue_size)
         if self.closed:
             send.close()
         else:
-            self._clients.add(send)
+            self._clients[receive] = send
         return receive
 
-    def unsubscribe(self, queue: MemoryObjectReceiveStream[bytes]) -> None:
-        queue.close()  # its send side then fails and is removed at the next message
+    def unsubscribe(self, queue: Queue) -> None:
+        """The client has gone (its response ended)."""
+        self._drop(queue)
+        queue.close()
 
     def close(self) -> None:
         """Send what is queued, then end every client's stream (the server is stopping)."""
         self.flush()
         self.closed = True
-        for send in self._clients:
-            send.close()
-        self._clients.clear()
+        for queue in list(self._clients):
+            self._drop(queue)
 
     def publish(self, event: str, data: Any) -> None:
         """Queue a message for the next burst (nothing when no page is open)."""
-        if self._clients:
-            self._pending.append(
-                b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-            )
+        if not self._clients or self._pending == [RELOAD]:
+            return
+        if len(self._pending) >= MAX_BURST:
+            self._pending = [RELOAD]  # too much to send: the pages reload instead
+            return
+        self._pending.append(
+            b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        )
 
     def flush(self) -> None:
         """Offer the messages queued since the last burst to every page, never waiting."""
@@ -84,14 +99,14 @@ class LiveFeed(StreamingListener):
             return
         burst = b"".join(self._pending)
         self._pending.clear()
-        for send in list(self._clients):
+        for queue, send in list(self._clients.items()):
             try:
                 send.send_nowait(burst)
             except anyio.WouldBlock:  # lagging: drop it rather than wait or grow
                 self.dropped += 1
-                self._drop(send)
+                self._drop(queue)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._drop(send)
+                self._drop(queue)
 
     async def run(self) -> None:
         """Send a burst every ``FLUSH_INTERVAL`` seconds; one of the UI's tasks."""
@@ -99,9 +114,11 @@ class LiveFeed(StreamingListener):
             await anyio.sleep(FLUSH_INTERVAL)
             self.flush()
 
-    def _drop(self, send: MemoryObjectSendStream[bytes]) -> None:
-        self._clients.discard(send)
-        send.close()
+    def _drop(self, queue: Queue) -> None:
+        """End a client's stream: it gets what its queue holds, then the end."""
+        send = self._clients.pop(queue, None)
+        if send is not None:
+            send.close()
 
     # ---- listener events ----------------------------------------------------------------
 

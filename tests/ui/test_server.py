@@ -14,8 +14,9 @@ import pytest
 
 from aiostream_engine import ManualClock, StreamingConf, StreamingContext
 from aiostream_engine.ui import ENV_VAR, ui_available, ui_enabled
-from aiostream_engine.ui.live import LiveFeed
+from aiostream_engine.ui.live import CLIENT_QUEUE_SIZE, MAX_BURST, RELOAD, LiveFeed
 from aiostream_engine.ui.server import bind
+from aiostream_engine.ui.status import StreamingStatus
 
 from .scenario import Scenario
 
@@ -76,28 +77,87 @@ async def test_testing_helper_and_suite_default_serve_nothing() -> None:
         assert ssc.ui_url is None and ssc._ui is None
 
 
-async def test_a_lagging_client_is_dropped_and_the_others_keep_up() -> None:
-    async with Scenario() as run:
-        feed = LiveFeed(run.status, queue_size=4)
-        slow = feed.subscribe()  # never read
-        fast = feed.subscribe()
-        got: list[bytes] = []
-        for i in range(10):
-            feed.publish("batch", {"n": i})
-            feed.publish("batch", {"n": -i})
-            feed.flush()  # one burst; never waits
-            got.append(fast.receive_nowait())
-        assert feed.dropped == 1 and feed.clients == 1
-        messages = [m for burst in got for m in burst.split(b"\n\n") if m]
-        assert [orjson.loads(m.split(b"data: ")[1]) for m in messages] == [
-            {"n": s * i} for i in range(10) for s in (1, -1)
-        ]
-        assert len([slow.receive_nowait() for _ in range(4)]) == 4
-        with pytest.raises(anyio.EndOfStream):  # its stream ended: the browser reconnects
-            slow.receive_nowait()
-        feed.close()
-        with pytest.raises(anyio.EndOfStream):
-            fast.receive_nowait()
+def test_a_lagging_queue_is_dropped_and_the_others_keep_up() -> None:
+    feed = LiveFeed(StreamingStatus(ManualClock(), 1.0, retained=10), queue_size=4)
+    slow = feed.subscribe()  # never read
+    fast = feed.subscribe()
+    got: list[bytes] = []
+    for i in range(10):
+        feed.publish("batch", {"n": i})
+        feed.publish("batch", {"n": -i})
+        feed.flush()  # one burst; never waits
+        got.append(fast.receive_nowait())
+    assert feed.dropped == 1 and feed.clients == 1
+    assert [data for burst in got for _, data in messages(burst)] == [
+        {"n": s * i} for i in range(10) for s in (1, -1)
+    ]
+    assert len([slow.receive_nowait() for _ in range(4)]) == 4
+    with pytest.raises(anyio.EndOfStream):  # its stream ended: the browser reconnects
+        slow.receive_nowait()
+    feed.unsubscribe(fast)  # the page went away: no longer counted
+    assert feed.clients == 0
+
+
+def test_a_flood_of_events_becomes_one_reload_message() -> None:
+    feed = LiveFeed(StreamingStatus(ManualClock(), 1.0, retained=10))
+    page = feed.subscribe()
+    for i in range(MAX_BURST):
+        feed.publish("batch", {"n": i})
+    feed.flush()
+    assert [data["n"] for _, data in messages(page.receive_nowait())] == list(range(MAX_BURST))
+    for i in range(MAX_BURST + 1):
+        feed.publish("batch", {"n": i})
+    feed.flush()
+    assert page.receive_nowait() == RELOAD
+    feed.close()
+    with pytest.raises(anyio.EndOfStream):
+        page.receive_nowait()
+
+
+def messages(burst: bytes) -> list[tuple[str, Any]]:
+    """(event, data) of each server-sent event in a burst."""
+    found = []
+    for message in burst.split(b"\n\n"):
+        if message:
+            event, data = message.split(b"\n")
+            found.append((event.removeprefix(b"event: ").decode(), orjson.loads(data[6:])))
+    return found
+
+
+async def test_a_page_that_stops_reading_is_dropped_and_a_reading_one_gets_everything() -> None:
+    """Over real sockets: a page whose connection stops reading holds the server's writes
+    (uvicorn waits for the socket), its queue fills and it is dropped, while a page that
+    reads gets every message in order and batches go on."""
+    pad = "x" * 65536
+    async with Scenario() as run, httpx.AsyncClient(base_url=run.ssc.ui_url, timeout=10) as client:
+        assert run.ssc._ui is not None
+        feed = run.ssc._ui.feed
+        assert run.ssc.ui_url is not None
+        host, port = run.ssc.ui_url.removeprefix("http://").strip("/").rsplit(":", 1)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((host, int(port)))
+        stalled.sendall(b"GET /api/ui/events HTTP/1.1\r\nHost: ui\r\n\r\n")
+        try:
+            async with client.stream("GET", "api/ui/events") as response:
+                lines = response.aiter_lines()
+                await run.until(lambda: feed.clients == 2)
+                received = []
+                with anyio.fail_after(20):
+                    while feed.dropped == 0:
+                        n = len(received)
+                        feed.publish("batch", {"n": n, "pad": pad})
+                        feed.flush()
+                        while len(received) == n:  # the reading page reads it
+                            line = await anext(lines)
+                            if line.startswith("data: "):
+                                received.append(orjson.loads(line[6:])["n"])
+                assert received == list(range(len(received)))
+                assert len(received) > CLIENT_QUEUE_SIZE  # the socket held some first
+                assert feed.clients == 1 and feed.dropped == 1
+                await run.first_batch_done()  # the clock was never held
+        finally:
+            stalled.close()
 
 
 async def test_event_stream_pushes_each_batch() -> None:

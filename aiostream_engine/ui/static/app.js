@@ -81,8 +81,9 @@ async function api(path) {
   return response.json();
 }
 
-// Calls onMessage(kind, data) for each message; onOpen() whenever the feed (re)connects,
-// so the page reloads what it may have missed. Shows the state in #live.
+// Calls onMessage(kind, data) for each message; onOpen() whenever the feed (re)connects
+// or the server says "reload" (it had too much to send), so the page reloads what it may
+// have missed. Shows the state in #live.
 function follow(onMessage, onOpen) {
   const badge = document.getElementById("live");
   const source = new EventSource("api/ui/events");
@@ -95,6 +96,7 @@ function follow(onMessage, onOpen) {
     onOpen();
   });
   source.addEventListener("error", () => show("reconnecting", "off"));
+  source.addEventListener("reload", () => onOpen());
   for (const kind of ["batch", "receiver"]) {
     source.addEventListener(kind, (event) => onMessage(kind, JSON.parse(event.data)));
   }
