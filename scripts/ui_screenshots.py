@@ -2,10 +2,10 @@
 
 Runs the IoT demo pipeline (simulated sensors, parse, per-device reduce, a sliding window)
 with the web UI on a free loopback port for ``--seconds`` seconds, then has Debian's
-chromium (headless, through Playwright) load the Streaming page and the newest batch's
-page and save them::
+chromium (headless, through Playwright, as the page tests drive it) load the Streaming
+page and the newest batch's page and save them. From the repository's root::
 
-    python scripts/ui_screenshots.py [--seconds 40] [--out docs]
+    python -m scripts.ui_screenshots [--seconds 40] [--out docs]
 """
 
 from __future__ import annotations
@@ -16,20 +16,14 @@ import tempfile
 from pathlib import Path
 
 import anyio
-from playwright.async_api import async_playwright
 
 from aiostream_engine import StreamingContext
 from aiostream_engine.demo import attach_demo
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
+from tests.ui.browser import browser_page
 
 
 async def capture(seconds: float, out: Path) -> None:
-    with tempfile.TemporaryDirectory() as checkpoints, tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory() as checkpoints:
         conf = {"ui_enabled": True, "ui_port": 0, "app_name": "iot-demo"}
         async with StreamingContext(1.0, master="local[2]", conf=conf) as ssc:
             ssc.checkpoint(checkpoints)
@@ -41,12 +35,7 @@ async def capture(seconds: float, out: Path) -> None:
                 await anyio.sleep(1)
                 if step % 10 == 9:
                     print(f"  {step + 1} s", flush=True)
-            async with async_playwright() as p:
-                browser = await p.chromium.launch_persistent_context(
-                    profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                    viewport={"width": 1280, "height": 900},
-                )
-                page = await browser.new_page()
+            async with browser_page(viewport={"width": 1280, "height": 900}) as (page, problems):
                 await page.goto(ssc.ui_url)
                 await page.wait_for_selector("#completed-batches tr[data-batch]")
                 await page.wait_for_timeout(1500)
@@ -55,8 +44,9 @@ async def capture(seconds: float, out: Path) -> None:
                 await page.wait_for_selector("#operations tr")
                 await page.wait_for_timeout(500)
                 await page.screenshot(path=str(out / "ui-batch.png"), full_page=True)
-                await browser.close()
             await ssc.stop(graceful=False)
+    if problems:
+        raise SystemExit(f"the pages logged errors: {problems}")
     print(f"wrote {out / 'ui-streaming.png'} and {out / 'ui-batch.png'}")
 
 

@@ -9,45 +9,18 @@ Content-Security-Policy stays on (so waits use locators, not evaluated strings).
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
+from .browser import CHROMIUM, browser_page
 from .scenario import ERROR, RECEIVER_ERROR, RECEIVER_NAME, Scenario
 
 pytestmark = pytest.mark.anyio
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-
 if not os.path.exists(CHROMIUM):  # .ci/run installs it; say so rather than skip quietly
     pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
-
-
-@asynccontextmanager
-async def browser_page() -> AsyncIterator[tuple[Any, list[str]]]:
-    """A fresh headless chromium (its own profile directory) and one page; the list
-    collects console errors and uncaught page errors."""
-    problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="aiostream-chromium-") as profile:
-        async with async_playwright() as p:
-            context = await p.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            )
-            try:
-                page = await context.new_page()
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: problems.append(str(e)))
-                yield page, problems
-            finally:
-                await context.close()
 
 
 async def rows(page: Any, table: str) -> list[str]:

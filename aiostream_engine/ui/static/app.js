@@ -6,8 +6,8 @@
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2b7bb9", "#e07b39", "#3a9a5b", "#b8484b", "#7d5ba6", "#8c6d3f", "#c45ca2", "#5f6b73"];
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
+// Sets the attributes that have a value and appends the children (strings as text).
+function fill(node, attrs, children) {
   for (const [name, value] of Object.entries(attrs || {})) {
     if (value !== null && value !== undefined) node.setAttribute(name, String(value));
   }
@@ -18,14 +18,12 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+function el(tag, attrs, ...children) {
+  return fill(document.createElement(tag), attrs, children);
+}
+
 function svg(tag, attrs, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-  for (const child of children.flat()) {
-    if (child === null || child === undefined) continue;
-    node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
+  return fill(document.createElementNS(SVG, tag), attrs, children);
 }
 
 function replace(id, ...children) {

@@ -160,7 +160,8 @@ function renderEngine() {
     ["Worker restarts", fmtNumber(e.tasks.workers_lost)],
     ["Event-loop lag (last / max)", `${fmtDuration(e.loopLag.last)} / ${fmtDuration(e.loopLag.max)}`],
     ["Listener events dropped", fmtNumber(e.listenerEventsDropped)],
-    ["Checkpoint writes", e.checkpointWrites === null ? "checkpointing off" : fmtNumber(e.checkpointWrites)],
+    ["Checkpoint writes", e.checkpointWrites === null ? "checkpointing off"
+      : fmtNumber(e.checkpointWrites) + (e.checkpointWriteSeconds === null ? "" : `, ${fmtDuration(e.checkpointWriteSeconds)} writing`)],
     ["Pages following live", fmtNumber(s.clients)],
   ];
   for (const w of e.wal) {
