@@ -33,12 +33,14 @@ class LoopLagProbe:
         self._observers.append(observer)
 
     async def run(self) -> None:
+        """Probe until cancelled."""
         while True:
             before = time.perf_counter()
             await anyio.sleep(self.interval)
             self.record(max(0.0, time.perf_counter() - before - self.interval))
 
     def record(self, lag: float) -> None:
+        """Take in one wake-up's lag (seconds)."""
         self.last = lag
         self.max = max(self.max, lag)
         self.samples += 1

@@ -31,6 +31,8 @@ def ui_available() -> bool:
 
 
 def require_ui() -> None:
+    """Raise a ConfigurationError naming what is missing unless the ``ui`` extra is
+    installed."""
     if not ui_available():
         missing = ", ".join(name for name in _PACKAGES if find_spec(name) is None)
         raise ConfigurationError(

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ReceiverCounters:
+    """One receiver's supervisor counts."""
+
     stream_id: int
     name: str
     restarts: int
@@ -29,6 +31,8 @@ class ReceiverCounters:
 
 @dataclass(frozen=True)
 class WalCounters:
+    """One receiver's write-ahead log (``bytes_written`` None until the log counts it)."""
+
     stream_id: int
     appends: int
     fsyncs: int
@@ -36,14 +40,18 @@ class WalCounters:
 
 
 class EngineView:
+    """The engine's counters of one context, read when asked (a scrape, a page load)."""
+
     def __init__(self, ssc: StreamingContext, lag: LoopLagProbe) -> None:
         self._ssc = ssc
         self.lag = lag
 
     def task_counts(self) -> TaskCounts:
+        """Task attempts of the whole run."""
         return self._ssc._runner.counts
 
     def receivers(self) -> list[ReceiverCounters]:
+        """Every receiver's restarts and errors, by stream id."""
         supervisors = self._ssc._receiver_tracker.supervisors
         return [
             ReceiverCounters(
@@ -69,6 +77,7 @@ class EngineView:
         return bounds
 
     def wal(self) -> list[WalCounters]:
+        """The write-ahead log of each receiver that has one."""
         found = []
         for stream_id, generator in sorted(self._ssc._receiver_tracker.generators.items()):
             wal = generator.wal
@@ -107,6 +116,7 @@ class EngineView:
         return sizes
 
     def listener_events_dropped(self) -> int:
+        """Listener events the bus dropped (its queue was full)."""
         return self._ssc._bus.dropped
 
     def extra(self) -> dict[str, Any]:

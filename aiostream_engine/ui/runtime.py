@@ -39,6 +39,9 @@ def _new_app_id() -> str:
 
 
 class StreamingUI:
+    """Everything the UI keeps for one context: its status, metrics registry, live feed,
+    lag probe, the ASGI app (built on first use) and, when served, the web server."""
+
     def __init__(self, ssc: StreamingContext) -> None:
         from .. import __version__
 
@@ -57,6 +60,7 @@ class StreamingUI:
 
     @property
     def app(self) -> Starlette:
+        """The ASGI app (``ssc.ui_app()``)."""
         if self._app is None:
             from .app import build_app
 
@@ -65,9 +69,11 @@ class StreamingUI:
 
     @property
     def url(self) -> str | None:
+        """Where the server listens, once it has bound (``ssc.ui_url``)."""
         return self._server.url if self._server is not None else None
 
     def now(self) -> float:
+        """The context's clock."""
         return self._ssc.clock.now()
 
     def graph_built(self) -> None:

@@ -47,6 +47,7 @@ def bind(host: str, port: int, retries: int) -> socket.socket:
 
 
 def url_of(sock: socket.socket) -> str:
+    """The http URL of a listening socket."""
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
@@ -97,6 +98,7 @@ class UIServer:
             self._done.set()
 
     async def stop(self, timeout: float = 2.0) -> None:
+        """Ask the server to exit and wait (at most ``timeout`` s) until it has."""
         if self._server is not None:
             self._server.should_exit = True
         with anyio.move_on_after(timeout):
