@@ -315,6 +315,17 @@ class StreamingContext:
 
         return kafka_direct_stream(self, topics, kafka_params, **options)
 
+    def kafka_stream(
+        self, topics: str | Sequence[str], kafka_params: dict[str, Any], **options: Any
+    ) -> DStream:
+        """Kafka's receiver stream: a consumer group read on the event loop, offsets
+        committed once a block is stored (in the write-ahead log when it is on);
+        ``options`` are those of ``sources.kafka_receiver.kafka_stream`` (num_receivers,
+        key_decoder, value_decoder, message_handler, max_block_records, name)."""
+        from .sources.kafka_receiver import kafka_stream
+
+        return kafka_stream(self, topics, kafka_params, **options)
+
     def simulator_stream(self, **options: Any) -> DStream:
         """JSON readings from simulated IoT devices (see ``sources.simulator``)."""
         from .sources.simulator import SensorSimulator

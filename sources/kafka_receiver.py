@@ -1,0 +1,216 @@
+"""Kafka: the receiver stream (Spark's ``KafkaUtils.createStream``; Kafka's consumer-group
+protocol takes ZooKeeper's place).
+
+    stream = ssc.kafka_stream(["readings"], {"bootstrap.servers": "host:9092", "group.id": "iot"})
+
+Each receiver is a member of the consumer group, reading on the event loop with aiokafka;
+the group spreads the topics' partitions over the receivers (``num_receivers``, unioned
+into one stream). Records are stored undecoded (topic, partition, offset, timestamp, key
+and value bytes, headers) as one block per block interval; the batch's tasks decode them on
+the workers (``key_decoder``, ``value_decoder``, ``message_handler``).
+
+Delivery: a record's offset is committed to the group only after its block is stored,
+i.e. written to the receiver write-ahead log when that is on (``receiver_wal_enable``). A
+crash loses nothing: stored blocks come back from the log, and Kafka sends again what was
+not committed; the receiver skips what the log already holds (the highest stored offset
+per partition, read from the log at recovery), so a record is not stored twice by a crash
+between the log write and the commit. A rebalance that moves a partition away before its
+commit lets the new owner read those records again (at least once, as any group consumer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from aiostream_engine.dstream.base import DStream
+from aiostream_engine.dstream.input import ReceiverInputDStream
+from aiostream_engine.dstream.transformed import UnionDStream
+from aiostream_engine.errors import ConfigurationError
+from aiostream_engine.executor.serialization import ensure_serializable
+from aiostream_engine.rdd.core import RDD
+from aiostream_engine.receiver.base import Receiver
+from aiostream_engine.sources.kafka_fetch import RecordDecoding
+from aiostream_engine.sources.kafka_params import ClientSettings, parse_kafka_params
+from aiostream_engine.sources.kafka_types import Decoder, KafkaMessage, utf8_decoder
+
+if TYPE_CHECKING:
+    from aiostream_engine.context import StreamingContext
+
+log = logging.getLogger("aiostream_engine.kafka")
+
+#: Records fetched per read call.
+READ_RECORDS = 5_000
+
+
+class _SkipStored(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, move past what the write-ahead log already holds."""
+
+    def __init__(self, receiver: KafkaReceiver) -> None:
+        self.receiver = receiver
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        consumer = self.receiver.consumer
+        stored = self.receiver.stored_through
+        if consumer is None:
+            return
+        for tp in assigned:
+            after = stored.get((tp.topic, tp.partition))
+            if after is None:
+                continue
+            committed = await consumer.committed(tp)
+            if committed is None or committed <= after:
+                consumer.seek(tp, after + 1)
+
+
+class KafkaReceiver(Receiver):
+    """One member of the consumer group; stores a block per block interval, then commits."""
+
+    name = "kafka"
+
+    def __init__(
+        self, topics: Sequence[str], settings: ClientSettings, max_block_records: int = 20_000
+    ) -> None:
+        super().__init__()
+        if settings.group_id is None:
+            raise ConfigurationError("kafka_stream needs 'group.id' in kafka_params")
+        self.topics = list(topics)
+        self.settings = settings
+        self.max_block_records = max_block_records
+        self.consumer: AIOKafkaConsumer | None = None
+        #: (topic, partition) -> highest offset stored (this run or, after a crash, the log's).
+        self.stored_through: dict[tuple[str, int], int] = {}
+        self._pending: list[KafkaMessage] = []
+        self._flush_lock = anyio.Lock()
+        self.records_received = 0
+        self.records_stored = 0
+        self.commits_failed = 0
+
+    def on_recovered(self, records: list[Any]) -> None:
+        for r in records:
+            if isinstance(r, KafkaMessage):
+                key = (r.topic, r.partition)
+                self.stored_through[key] = max(self.stored_through.get(key, -1), r.offset)
+
+    async def on_start(self) -> None:
+        reset = self.settings.auto_offset_reset or "latest"
+        consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(
+            group_id=self.settings.group_id, enable_auto_commit=False,
+            auto_offset_reset={"smallest": "earliest", "largest": "latest"}.get(reset, reset),
+        ))
+        consumer.subscribe(self.topics, listener=_SkipStored(self))
+        try:
+            await consumer.start()
+            self.consumer = consumer
+            self.report_healthy()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._flush_every_block_interval, self.clock.now())
+                await self._read(consumer)
+        finally:
+            self.consumer = None
+            self._pending.clear()  # not committed: the group sends them again
+            with anyio.CancelScope(shield=True):
+                await consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100, max_records=READ_RECORDS)
+            for tp, records in batch.items():
+                after = self.stored_through.get((tp.topic, tp.partition), -1)
+                self._pending.extend(
+                    KafkaMessage(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
+                                 tuple(r.headers) if r.headers else ())
+                    for r in records if r.offset > after
+                )
+                self.records_received += len(records)
+            if len(self._pending) >= self.max_block_records:
+                await self._flush()
+
+    async def _flush_every_block_interval(self, deadline: float) -> None:
+        while True:
+            deadline += self.block_interval
+            await self.clock.sleep_until(deadline)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            records, self._pending = self._pending, []
+            if not records:
+                return
+            await self.store_block(records)  # durable (in the log when it is on) on return
+            offsets: dict[TopicPartition, int] = {}
+            for r in records:
+                tp = TopicPartition(r.topic, r.partition)
+                offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
+                self.stored_through[(r.topic, r.partition)] = max(
+                    self.stored_through.get((r.topic, r.partition), -1), r.offset
+                )
+            self.records_stored += len(records)
+            consumer = self.consumer
+            if consumer is None:
+                return
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:  # a rebalance: the new owner reads again
+                self.commits_failed += 1
+                self.report_error(f"commit of {len(offsets)} partition(s) failed: {exc}")
+
+
+class KafkaInputDStream(ReceiverInputDStream):
+    """The stream of one Kafka receiver: its blocks' raw records, decoded by the tasks."""
+
+    receiver: KafkaReceiver
+
+    def __init__(
+        self, ssc: StreamingContext, receiver: KafkaReceiver, name: str, decoding: RecordDecoding
+    ) -> None:
+        super().__init__(ssc, receiver, name)
+        self.decoding = decoding
+
+    def compute(self, time_ms: int) -> RDD | None:
+        raw = super().compute(time_ms)
+        if raw is None:
+            return None
+        decode = self.decoding.decode
+        return raw.map_partitions(lambda records: decode(list(records)))
+
+
+def kafka_stream(
+    ssc: StreamingContext,
+    topics: str | Sequence[str],
+    kafka_params: Mapping[str, Any],
+    *,
+    num_receivers: int = 1,
+    key_decoder: Decoder = utf8_decoder,
+    value_decoder: Decoder = utf8_decoder,
+    message_handler: Callable[[KafkaMessage], Any] | None = None,
+    max_block_records: int = 20_000,
+    name: str | None = None,
+) -> DStream:
+    """The receiver stream of ``topics`` for the group ``kafka_params['group.id']``; see
+    the module docstring."""
+    topic_list = [topics] if isinstance(topics, str) else list(topics)
+    if not topic_list:
+        raise ValueError("kafka_stream needs at least one topic")
+    if num_receivers < 1:
+        raise ValueError(f"num_receivers must be >= 1, got {num_receivers}")
+    settings = parse_kafka_params(kafka_params, for_what="kafka_stream")
+    decoding = RecordDecoding(key_decoder, value_decoder, message_handler)
+    ensure_serializable(decoding, "kafka_stream decoders")
+    label = name or f"kafka_stream[{','.join(topic_list)}]"
+    parts = [
+        KafkaInputDStream(
+            ssc, KafkaReceiver(topic_list, settings, max_block_records),
+            f"{label}[{i}]" if num_receivers > 1 else label, decoding,
+        )
+        for i in range(num_receivers)
+    ]
+    return parts[0] if num_receivers == 1 else UnionDStream(ssc, list(parts))
