@@ -48,6 +48,8 @@ import anyio
 import anyio.to_thread
 from aiokafka.errors import KafkaError
 
+from aiostream_engine.decoding import WorkerDecoding
+from aiostream_engine.dstream.base import DStream
 from aiostream_engine.dstream.input import InputDStream
 from aiostream_engine.errors import ConfigurationError, StreamingError
 from aiostream_engine.executor.serialization import ensure_serializable
@@ -83,7 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DirectKafkaInputDStream", "KafkaDeadLetter", "KafkaFetchError", "KafkaMessage",
-    "KafkaOffsetsGoneError", "KafkaRDD", "KafkaTopicMissingError", "KafkaUnavailableError",
+    "KafkaOffsetsGoneError", "KafkaRDD", "KafkaRangesRDD", "KafkaTopicMissingError", "KafkaUnavailableError",
     "OffsetRange", "TopicAndPartition", "kafka_direct_stream", "raw_decoder", "utf8_decoder",
 ]
 
@@ -92,24 +94,31 @@ log = logging.getLogger("aiostream_engine.kafka")
 CommitCallback = Callable[[dict[TopicAndPartition, int], BaseException | None], Any]
 
 
-class KafkaRDD(RDD):
-    """One batch of a direct Kafka stream: partition i reads ``offset_ranges()[i]``."""
+class KafkaRangesRDD(RDD):
+    """The raw records of one batch: partition i fetches ``ranges[i]`` on the worker."""
 
     def __init__(
-        self,
-        runner: TaskRunner,
-        ranges: list[OffsetRange],
-        settings: ClientSettings,
-        decoding: RecordDecoding,
-        fetch_timeout: float,
-        name: str,
+        self, runner: TaskRunner, ranges: list[OffsetRange], settings: ClientSettings,
+        fetch_timeout: float, name: str,
     ) -> None:
         super().__init__(runner, len(ranges), name)
-        self._ranges = ranges
-        self._inputs = [KafkaRangeInput(settings, r, decoding, fetch_timeout) for r in ranges]
+        self._inputs = [KafkaRangeInput(settings, r, fetch_timeout) for r in ranges]
 
     async def _uncached_plans(self) -> list[TaskPlan]:
-        return [TaskPlan(task_input, description=str(task_input.offset_range)) for task_input in self._inputs]  # type: ignore[arg-type]
+        return [TaskPlan(i, description=str(i.offset_range)) for i in self._inputs]  # type: ignore[arg-type]
+
+
+class KafkaRDD(RDD):
+    """One batch of a direct Kafka stream, decoded: partition i holds what
+    ``offset_ranges()[i]`` gave."""
+
+    def __init__(self, decoded: RDD, ranges: list[OffsetRange]) -> None:
+        super().__init__(decoded._runner, decoded.num_partitions, decoded.name)
+        self._decoded = decoded
+        self._ranges = ranges
+
+    async def _uncached_plans(self) -> list[TaskPlan]:
+        return await self._decoded._plans()
 
     def offset_ranges(self) -> list[OffsetRange]:
         """The range each partition reads (Spark's ``HasOffsetRanges.offsetRanges``)."""
@@ -160,6 +169,7 @@ class DirectKafkaInputDStream(InputDStream):
         self.decoding = decoding
         self._from_offsets = {_partition_key(p): int(o) for p, o in (from_offsets or {}).items()}
         self._offsets = KafkaOffsets(settings)
+        self._worker_decoding = WorkerDecoding(self, decoding)
         self._current: dict[TopicAndPartition, int] | None = None
         self._ranges: dict[int, list[OffsetRange]] = {}
         self._descriptors: dict[int, list[tuple[str, int, int, int]]] = {}
@@ -189,6 +199,7 @@ class DirectKafkaInputDStream(InputDStream):
             with anyio.CancelScope(shield=True):
                 await self._commit_pending()
         finally:
+            self._worker_decoding.close()
             await self._offsets.stop()
             # With master="local" the tasks ran on this process's threads.
             await anyio.to_thread.run_sync(close_thread_consumers)
@@ -242,10 +253,24 @@ class DirectKafkaInputDStream(InputDStream):
 
     def compute(self, time_ms: int) -> RDD | None:
         ranges = self._ranges.pop(time_ms, [])
-        return KafkaRDD(
-            self._ssc.spark_context, ranges, self.settings, self.decoding,
-            self._ssc.conf.kafka_fetch_timeout, self.name,
+        raw = KafkaRangesRDD(
+            self._ssc.spark_context, ranges, self.settings, self._ssc.conf.kafka_fetch_timeout,
+            self.name,
         )
+        return KafkaRDD(self._worker_decoding.rdd(time_ms, raw), ranges)
+
+    async def batch_completed(self, time_ms: int) -> None:
+        await self._worker_decoding.finish(time_ms)
+
+    def dead_letters(self) -> DStream:
+        """``KafkaDeadLetter(topic, partition, offset, key, value, error)`` of every record
+        the decoders refused, batch by batch (counted in each batch's input metadata as
+        ``dead_letters``); call it before the context starts."""
+        return self._worker_decoding.dead_letters()
+
+    @property
+    def dead_letter_count(self) -> int:
+        return self._worker_decoding.dead_letter_count
 
     async def _cut(self, time_ms: int) -> list[OffsetRange]:
         assert self._current is not None

@@ -28,6 +28,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,7 +36,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from aiostream_engine.errors import StreamingError
 from aiostream_engine.sources.kafka_params import ClientSettings
-from aiostream_engine.sources.kafka_types import Decoder, KafkaMessage, OffsetRange
+from aiostream_engine.sources.kafka_types import Decoder, KafkaDeadLetter, KafkaMessage, OffsetRange
 
 #: Records asked for per fetch call: bounds what one call holds besides the task's list.
 FETCH_RECORDS = 10_000
@@ -54,36 +55,46 @@ class KafkaOffsetsGoneError(KafkaFetchError):
 @dataclass(frozen=True)
 class RecordDecoding:
     """How a fetched record becomes a stream record: ``(key, value)`` decoded, or
-    ``message_handler(KafkaMessage)``."""
+    ``message_handler(KafkaMessage)``. A worker-side ``Decoder`` (``decoding.stage``): a
+    record whose key or value does not decode (or that the handler refuses) becomes a
+    ``KafkaDeadLetter`` naming its topic, partition and offset."""
 
     key_decoder: Decoder
     value_decoder: Decoder
     message_handler: Callable[[KafkaMessage], Any] | None = None
+    chunk: int = 4096
 
-    def decode(self, records: list[Any]) -> Iterator[Any]:
+    def decode(self, raw: Iterator[Any], dead: list[Any]) -> Iterator[list[Any]]:
         key_of, value_of, handler = self.key_decoder, self.value_decoder, self.message_handler
-        if handler is None:
-            for r in records:
-                yield key_of(r.key), value_of(r.value)
-            return
-        for r in records:
-            headers = tuple(r.headers) if r.headers else ()
-            yield handler(KafkaMessage(
-                r.topic, r.partition, r.offset, r.timestamp, key_of(r.key), value_of(r.value), headers
-            ))
+        while items := list(islice(raw, self.chunk)):
+            records: list[Any] = []
+            keep = records.append
+            for r in items:
+                try:
+                    if handler is None:
+                        keep((key_of(r.key), value_of(r.value)))
+                    else:
+                        headers = tuple(r.headers) if r.headers else ()
+                        keep(handler(KafkaMessage(r.topic, r.partition, r.offset, r.timestamp,
+                                                  key_of(r.key), value_of(r.value), headers)))
+                except Exception as exc:  # a bad record is a dead letter, never a failed task
+                    dead.append(KafkaDeadLetter(
+                        r.topic, r.partition, r.offset, r.key, r.value, f"{type(exc).__name__}: {exc}"
+                    ))
+            yield records
 
 
 @dataclass(frozen=True)
 class KafkaRangeInput:
-    """A task input: the records of ``offset_range``, fetched where the task runs."""
+    """A task input: the raw records of ``offset_range``, fetched where the task runs
+    (the stream's decode stage follows)."""
 
     settings: ClientSettings
     offset_range: OffsetRange
-    decoding: RecordDecoding
     fetch_timeout: float = 60.0
 
     def open(self) -> Iterator[Any]:
-        return self.decoding.decode(self.fetch())
+        return iter(self.fetch())
 
     def fetch(self) -> list[Any]:
         """The range's raw records (aiokafka ``ConsumerRecord``s)."""

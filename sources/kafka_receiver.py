@@ -28,12 +28,11 @@ import anyio
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from aiostream_engine.decoding import DecodedReceiverInputDStream
 from aiostream_engine.dstream.base import DStream
-from aiostream_engine.dstream.input import ReceiverInputDStream
 from aiostream_engine.dstream.transformed import UnionDStream
 from aiostream_engine.errors import ConfigurationError
 from aiostream_engine.executor.serialization import ensure_serializable
-from aiostream_engine.rdd.core import RDD
 from aiostream_engine.receiver.base import Receiver
 from aiostream_engine.sources.kafka_fetch import RecordDecoding
 from aiostream_engine.sources.kafka_params import ClientSettings, parse_kafka_params
@@ -164,23 +163,29 @@ class KafkaReceiver(Receiver):
                 self.report_error(f"commit of {len(offsets)} partition(s) failed: {exc}")
 
 
-class KafkaInputDStream(ReceiverInputDStream):
-    """The stream of one Kafka receiver: its blocks' raw records, decoded by the tasks."""
+class KafkaInputDStream(DecodedReceiverInputDStream):
+    """The stream of one Kafka receiver: its blocks' raw records, decoded by the tasks;
+    ``dead_letters()`` holds the ``KafkaDeadLetter`` of each record that did not decode."""
 
     receiver: KafkaReceiver
 
-    def __init__(
-        self, ssc: StreamingContext, receiver: KafkaReceiver, name: str, decoding: RecordDecoding
-    ) -> None:
-        super().__init__(ssc, receiver, name)
-        self.decoding = decoding
 
-    def compute(self, time_ms: int) -> RDD | None:
-        raw = super().compute(time_ms)
-        if raw is None:
-            return None
-        decode = self.decoding.decode
-        return raw.map_partitions(lambda records: decode(list(records)))
+class KafkaUnionDStream(UnionDStream):
+    """Several Kafka receivers of one group, as one stream."""
+
+    def __init__(self, ssc: StreamingContext, parts: list[KafkaInputDStream]) -> None:
+        super().__init__(ssc, list(parts))
+        self.parts = parts
+        self._dead: DStream | None = None
+
+    @property
+    def receivers(self) -> list[KafkaReceiver]:
+        return [p.receiver for p in self.parts]
+
+    def dead_letters(self) -> DStream:
+        if self._dead is None:
+            self._dead = UnionDStream(self._ssc, [p.dead_letters() for p in self.parts])
+        return self._dead
 
 
 def kafka_stream(
@@ -213,4 +218,4 @@ def kafka_stream(
         )
         for i in range(num_receivers)
     ]
-    return parts[0] if num_receivers == 1 else UnionDStream(ssc, list(parts))
+    return parts[0] if num_receivers == 1 else KafkaUnionDStream(ssc, parts)

@@ -1,8 +1,9 @@
 """The Kafka exactly-once job of the kill -9 tests (run as a subprocess).
 
-    python kafka_job.py <bootstrap> <topic> <postgres dsn> <schema> <checkpoint dir> <out topic>
+    python kafka_job.py <bootstrap> <topic> <postgres dsn> <schema> <checkpoint dir> <out topic> [receiver]
 
-A direct Kafka stream of JSON readings (checkpointing on) feeds three outputs:
+A direct Kafka stream of JSON readings (checkpointing on; with ``receiver``: the receiver
+stream of a consumer group, with the receiver write-ahead log) feeds three outputs:
 ``readings`` (each reading, idempotent PostgresSink), ``counts`` (readings per device per
 tumbling window of two batches, an inverse-reduced window, so its state is checkpointed)
 and the output topic (each reading, ``KafkaSink(transactional=True)``). It prints
@@ -25,16 +26,22 @@ BATCH = 0.2
 
 def main() -> None:
     bootstrap, topic, dsn, schema, checkpoint_dir, out_topic = sys.argv[1:7]
+    receiver = sys.argv[7:] == ["receiver"]
 
     def setup() -> StreamingContext:
         ssc = StreamingContext(
             BATCH, master="local[2]",
-            conf={"kafka_max_rate_per_partition": 1500, "checkpoint_interval": 0.4},
+            conf={"kafka_max_rate_per_partition": 1500, "checkpoint_interval": 0.4,
+                  "receiver_wal_enable": receiver, "block_interval": 0.1,
+                  "receiver_max_rate": 1500},
         )
-        readings = ssc.kafka_direct_stream(
-            topic, {"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest"},
-            value_decoder=orjson.loads,
-        ).map(lambda kv: (kv[1]["device"], kv[1]["seq"]))
+        params = {"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest",
+                  "group.id": f"job-{topic}"}
+        if receiver:
+            source = ssc.kafka_stream(topic, params, value_decoder=orjson.loads, max_block_records=500)
+        else:
+            source = ssc.kafka_direct_stream(topic, params, value_decoder=orjson.loads)
+        readings = source.map(lambda kv: (kv[1]["device"], kv[1]["seq"]))
         readings.write_to(
             PostgresSink(dsn, schema=schema, table="readings", columns=["device_id", "seq"])
         )

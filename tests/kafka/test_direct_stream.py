@@ -306,3 +306,34 @@ async def test_recovered_batches_read_the_same_ranges_and_new_ones_continue_afte
         (3.0, [(0, 4, 4), (1, 2, 5)]), (4.0, [(0, 4, 7), (1, 5, 7)])
     ]
     assert seen[0][2] == [("k1", "p1-2"), ("k1", "p1-3"), ("k1", "p1-4")]
+
+
+async def test_undecodable_records_go_to_dead_letters_with_topic_partition_offset_and_error(
+    kafka_broker: NoidaKafka,
+) -> None:
+    from aiostream_engine.sources.kafka import KafkaDeadLetter
+
+    topic = unique_topic()
+    await create_topic(kafka_broker.bootstrap, topic, 2)
+    await produce(kafka_broker.bootstrap, topic, [
+        (0, None, b"1"), (0, None, b"oops"), (1, b"k", b"3"), (0, None, b"4"), (1, None, b"\xff"),
+    ])
+    async with context("local[2]") as ssc:
+        stream = ssc.kafka_direct_stream(
+            topic, {"bootstrap.servers": kafka_broker.bootstrap, "auto.offset.reset": "earliest"},
+            value_decoder=lambda b: int(b.decode()),
+        )
+        out = collect_batches(stream.map(lambda kv: kv[1]))
+        dead = collect_batches(stream.dead_letters())
+        await ssc.start()
+        infos = await advance_batches(ssc, 1)
+    assert sorted(out[0][1]) == [1, 3, 4]
+    assert [d[:5] for d in dead[0][1]] == [
+        KafkaDeadLetter(topic, 0, 1, None, b"oops", "")[:5],
+        KafkaDeadLetter(topic, 1, 1, None, b"\xff", "")[:5],
+    ]
+    assert dead[0][1][0].error.startswith("ValueError: invalid literal for int()")
+    assert dead[0][1][1].error.startswith("UnicodeDecodeError")
+    info = infos[0].stream_id_to_input_info[0]
+    assert (info.num_records, info.metadata["dead_letters"]) == (3, 2)
+    assert stream.dead_letter_count == 2

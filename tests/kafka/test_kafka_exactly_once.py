@@ -29,9 +29,11 @@ async def _produce(bootstrap: str, topic: str, seqs: range, chunk: int = 500) ->
         ])
 
 
-async def _start_job(bootstrap: str, topic: str, pg: PgSchema, checkpoint: Path, out: str) -> Process:
+async def _start_job(
+    bootstrap: str, topic: str, pg: PgSchema, checkpoint: Path, out: str, mode: str
+) -> Process:
     return await anyio.open_process(
-        [sys.executable, str(JOB), bootstrap, topic, pg.dsn, pg.name, str(checkpoint), out],
+        [sys.executable, str(JOB), bootstrap, topic, pg.dsn, pg.name, str(checkpoint), out, mode],
         stderr=None,
     )
 
@@ -54,9 +56,13 @@ async def _totals(pg: PgSchema) -> tuple[int, int, int]:
     return int(row["n"]), int(row["d"]), int(counted)
 
 
+@pytest.mark.parametrize("mode", ["direct", "receiver"])
 async def test_engine_sigkilled_mid_stream_writes_every_record_exactly_once(
-    kafka_broker: NoidaKafka, pg_schema: PgSchema, tmp_path: Path
+    kafka_broker: NoidaKafka, pg_schema: PgSchema, tmp_path: Path, mode: str
 ) -> None:
+    """direct: the checkpointed offset ranges are read again. receiver: the write-ahead
+    log gives back what was stored, Kafka sends again what was not committed, and the
+    receiver skips what the log holds."""
     total = 6000
     bootstrap = kafka_broker.bootstrap
     topic, out = unique_topic("in"), unique_topic("out")
@@ -68,7 +74,7 @@ async def test_engine_sigkilled_mid_stream_writes_every_record_exactly_once(
     await _produce(bootstrap, topic, range(0, 2000))
     async with anyio.create_task_group() as producing:
         producing.start_soon(_produce, bootstrap, topic, range(2000, total))
-        job = await _start_job(bootstrap, topic, pg_schema, checkpoint, out)
+        job = await _start_job(bootstrap, topic, pg_schema, checkpoint, out, mode)
         with anyio.fail_after(120):
             async for line in _lines(job):  # kill it once some, not all, readings are stored
                 if line.startswith("completed") and (await _totals(pg_schema))[0] >= 1000:
@@ -76,7 +82,7 @@ async def test_engine_sigkilled_mid_stream_writes_every_record_exactly_once(
                     break
         assert await job.wait() == -signal.SIGKILL
     stored_at_crash = (await _totals(pg_schema))[0]
-    restarted = await _start_job(bootstrap, topic, pg_schema, checkpoint, out)
+    restarted = await _start_job(bootstrap, topic, pg_schema, checkpoint, out, mode)
     with anyio.fail_after(120):
         async for line in _lines(restarted):
             if line.startswith("completed") and min(await _totals(pg_schema)) >= total:

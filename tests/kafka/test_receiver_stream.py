@@ -69,3 +69,27 @@ async def test_two_receivers_share_the_partitions_of_their_group(kafka_broker: N
                 await anyio.sleep(0.05)
         await advance_batches(ssc, 1)
     assert sorted(v for _, batch in out for v in batch) == list(range(40))
+
+
+async def test_the_receiver_streams_undecodable_records_go_to_dead_letters(
+    kafka_broker: NoidaKafka,
+) -> None:
+    topic, group = unique_topic(), unique_topic("g")
+    bootstrap = kafka_broker.bootstrap
+    await create_topic(bootstrap, topic, 1)
+    await produce(bootstrap, topic, [(0, None, b"1"), (0, None, b"x"), (0, None, b"2")])
+    async with StreamingContext(1.0, master="local", clock=ManualClock(0.0)) as ssc:
+        stream = ssc.kafka_stream(
+            topic, {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"},
+            value_decoder=lambda b: int(b),
+        )
+        receiver: KafkaReceiver = stream.receiver  # type: ignore[attr-defined]
+        out = collect_batches(stream.map(lambda kv: kv[1]))
+        dead = collect_batches(stream.dead_letters())  # type: ignore[attr-defined]
+        await ssc.start()
+        await until(lambda: receiver.records_received == 3, "3 records read")
+        ssc.clock.advance(ssc.conf.block_interval)  # type: ignore[attr-defined]
+        await until(lambda: receiver.records_stored == 3, "3 records stored")
+        await advance_batches(ssc, 1)
+    assert out[0][1] == [1, 2]
+    assert [(d.topic, d.partition, d.offset, d.value) for d in dead[0][1]] == [(topic, 0, 1, b"x")]
