@@ -46,13 +46,13 @@ def ranges_of(stream: Any) -> list[list[OffsetRange]]:
     return seen
 
 
-async def test_ranges_per_batch_are_capped_by_max_rate_per_partition(kafka_broker: NoidaKafka) -> None:
+async def test_ranges_per_batch_are_capped_by_max_rate_per_partition(kafka_bootstrap: str) -> None:
     topic = unique_topic()
-    await create_topic(kafka_broker.bootstrap, topic, 4)
-    await produce(kafka_broker.bootstrap, topic, records(0, 25) + records(1, 5) + records(3, 12))
+    await create_topic(kafka_bootstrap, topic, 4)
+    await produce(kafka_bootstrap, topic, records(0, 25) + records(1, 5) + records(3, 12))
     async with context(kafka_max_rate_per_partition=10) as ssc:
         stream = ssc.kafka_direct_stream(
-            topic, {"bootstrap.servers": kafka_broker.bootstrap, "auto.offset.reset": "earliest"}
+            topic, {"bootstrap.servers": kafka_bootstrap, "auto.offset.reset": "earliest"}
         )
         seen = ranges_of(stream)
         out = collect_batches(stream.glom())
@@ -125,15 +125,15 @@ async def test_partitions_added_while_running_are_read_from_their_beginning(
 
 
 async def test_ten_thousand_records_through_map_reduce_equal_a_plain_count(
-    kafka_broker: NoidaKafka,
+    kafka_bootstrap: str,
 ) -> None:
     topic = unique_topic()
-    await create_topic(kafka_broker.bootstrap, topic, 4)
+    await create_topic(kafka_bootstrap, topic, 4)
     sent = [(i % 4, None, f"dev-{i % 37:02d}".encode()) for i in range(10_000)]
-    await produce(kafka_broker.bootstrap, topic, sent)
+    await produce(kafka_bootstrap, topic, sent)
     async with context("local[2]") as ssc:
         stream = ssc.kafka_direct_stream(
-            topic, {"bootstrap.servers": kafka_broker.bootstrap, "auto.offset.reset": "earliest"}
+            topic, {"bootstrap.servers": kafka_bootstrap, "auto.offset.reset": "earliest"}
         )
         out = collect_batches(stream.map(lambda kv: (kv[1], 1)).reduce_by_key(operator.add))
         await ssc.start()
@@ -168,15 +168,15 @@ async def test_starting_offsets_from_offsets_then_committed_then_reset(kafka_bro
     ]
 
 
-async def test_commit_async_commits_after_the_output_and_calls_back(kafka_broker: NoidaKafka) -> None:
+async def test_commit_async_commits_after_the_output_and_calls_back(kafka_bootstrap: str) -> None:
     topic = unique_topic()
     group = unique_topic("group")
-    await create_topic(kafka_broker.bootstrap, topic, 2)
-    await produce(kafka_broker.bootstrap, topic, records(0, 4) + records(1, 6))
+    await create_topic(kafka_bootstrap, topic, 2)
+    await produce(kafka_bootstrap, topic, records(0, 4) + records(1, 6))
     calls: list[tuple[dict[TopicAndPartition, int], BaseException | None]] = []
     async with context() as ssc:
         stream = ssc.kafka_direct_stream(
-            topic, {"bootstrap.servers": kafka_broker.bootstrap, "group.id": group,
+            topic, {"bootstrap.servers": kafka_bootstrap, "group.id": group,
                     "auto.offset.reset": "earliest"}
         )
         offsets: list[OffsetRange] = []
@@ -192,9 +192,9 @@ async def test_commit_async_commits_after_the_output_and_calls_back(kafka_broker
         stream.transform(keep).foreach_rdd(output)
         await ssc.start()
         await advance_batches(ssc, 1)
-        assert await committed_offsets(kafka_broker.bootstrap, group) == {}
+        assert await committed_offsets(kafka_bootstrap, group) == {}
     # stopping commits what is still queued
-    assert await committed_offsets(kafka_broker.bootstrap, group) == {(topic, 0): 4, (topic, 1): 6}
+    assert await committed_offsets(kafka_bootstrap, group) == {(topic, 0): 4, (topic, 1): 6}
     assert calls == [({TopicAndPartition(topic, 0): 4, TopicAndPartition(topic, 1): 6}, None)]
 
 

@@ -9,19 +9,19 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from aiostream_engine.sinks import KafkaSink
-from tests.kafka_brokers import NoidaKafka, create_topic, read_topic, unique_topic
+from tests.kafka_brokers import create_topic, read_topic, unique_topic
 from tests.sinks.streams import write_batches
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_records_of_every_batch_land_with_their_keys(kafka_broker: NoidaKafka) -> None:
+async def test_records_of_every_batch_land_with_their_keys(kafka_bootstrap: str) -> None:
     topic = unique_topic()
-    await create_topic(kafka_broker.bootstrap, topic, 2)
-    sink = KafkaSink(kafka_broker.bootstrap, topic, key=lambda r: r["device"], linger_ms=2)
+    await create_topic(kafka_bootstrap, topic, 2)
+    sink = KafkaSink(kafka_bootstrap, topic, key=lambda r: r["device"], linger_ms=2)
     batches = [[{"device": f"d{i % 3}", "n": i} for i in range(b * 10, b * 10 + 10)] for b in range(3)]
     await write_batches(sink, batches)
-    got = await read_topic(kafka_broker.bootstrap, topic)
+    got = await read_topic(kafka_bootstrap, topic)
     assert sorted((k, v) for _, k, v in got) == sorted(
         (r["device"].encode(), f'{{"device":"{r["device"]}","n":{r["n"]}}}'.encode())
         for batch in batches for r in batch
@@ -33,37 +33,37 @@ async def test_records_of_every_batch_land_with_their_keys(kafka_broker: NoidaKa
 
 
 async def test_transactional_partitions_are_written_once_even_when_a_batch_is_replayed(
-    kafka_broker: NoidaKafka,
+    kafka_bootstrap: str,
 ) -> None:
     topic = unique_topic()
-    await create_topic(kafka_broker.bootstrap, topic, 1)
-    sink = KafkaSink(kafka_broker.bootstrap, topic, transactional=True, name=unique_topic("out"))
+    await create_topic(kafka_bootstrap, topic, 1)
+    sink = KafkaSink(kafka_bootstrap, topic, transactional=True, name=unique_topic("out"))
     async with sink:
         await sink.ensure_open()
         await sink.write_partition(1.0, 0, ["a", "b"])
         await sink.write_partition(1.0, 1, ["c"])
         await sink.write_partition(1.0, 0, ["a", "b"])  # a retried write of the same partition
     # A restarted job (a new sink, same name) replays batch 1 and goes on with batch 2.
-    again = KafkaSink(kafka_broker.bootstrap, topic, transactional=True, name=sink.name)
+    again = KafkaSink(kafka_bootstrap, topic, transactional=True, name=sink.name)
     async with again:
         await again.ensure_open()
         await again.write_partition(1.0, 0, ["a", "b"])
         await again.write_partition(1.0, 1, ["c"])
         await again.write_partition(2.0, 0, ["d"])
-    got = await read_topic(kafka_broker.bootstrap, topic)
+    got = await read_topic(kafka_bootstrap, topic)
     assert sorted(v for _, _, v in got) == [b"a", b"b", b"c", b"d"]
     assert (sink.statistics.partitions_written, sink.statistics.partitions_skipped) == (2, 1)
     assert (again.statistics.partitions_written, again.statistics.partitions_skipped) == (1, 2)
 
 
 async def test_a_restarted_output_fences_its_zombie_and_its_open_transaction_is_never_seen(
-    kafka_broker: NoidaKafka,
+    kafka_bootstrap: str,
 ) -> None:
     topic = unique_topic()
-    await create_topic(kafka_broker.bootstrap, topic, 1)
-    sink = KafkaSink(kafka_broker.bootstrap, topic, transactional=True, name=unique_topic("out"))
+    await create_topic(kafka_bootstrap, topic, 1)
+    sink = KafkaSink(kafka_bootstrap, topic, transactional=True, name=unique_topic("out"))
     zombie = AIOKafkaProducer(
-        bootstrap_servers=kafka_broker.bootstrap, transactional_id=sink.marker_group(0)
+        bootstrap_servers=kafka_bootstrap, transactional_id=sink.marker_group(0)
     )
     await zombie.start()
     try:
@@ -77,7 +77,7 @@ async def test_a_restarted_output_fences_its_zombie_and_its_open_transaction_is_
             await zombie.commit_transaction()
     finally:
         await zombie.stop()
-    assert [v for _, _, v in await read_topic(kafka_broker.bootstrap, topic)] == [b"from the new job"]
+    assert [v for _, _, v in await read_topic(kafka_bootstrap, topic)] == [b"from the new job"]
 
 
 def test_sink_parameters_are_checked() -> None:
