@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ui-port", type=int, default=4040,
                       help="port of the web UI (the next free one when taken; 0: any); the UI "
                            "is on when the ui extra is installed (default 4040)")
+    demo.add_argument("--source", choices=["simulator", "kafka"], default="simulator",
+                      help="simulator: readings straight from the simulated devices; kafka: "
+                           "through a Kafka topic, read by the direct stream (default simulator)")
+    demo.add_argument("--bootstrap", default=None,
+                      help="Kafka bootstrap servers HOST:PORT for --source kafka")
+    demo.add_argument("--topic", default=None,
+                      help="Kafka topic for --source kafka (default aiostream-demo)")
     demo.add_argument("--checkpoint-dir", default=None,
                       help="checkpoint directory of the window (default: a temporary one)")
 
@@ -97,7 +104,10 @@ def conf_table() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo" and args.source == "kafka" and not args.bootstrap:
+        parser.error("--source kafka needs --bootstrap HOST:PORT")
     if args.command == "conf":
         print(conf_table())
         return 0
@@ -116,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         window=args.window,
         checkpoint_dir=args.checkpoint_dir,
         ui_port=args.ui_port,
+        source=args.source,
+        bootstrap=args.bootstrap,
+        topic=args.topic,
     )
     try:
         _run_async(demo)

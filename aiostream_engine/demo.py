@@ -14,6 +14,7 @@ tests (and users) can run it on a ManualClock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import tempfile
@@ -237,9 +238,19 @@ async def run_demo(
     out: TextIO | None = None,
     handle_signals: bool = True,
     ui_port: int = 4040,
+    source: str = "simulator",
+    bootstrap: str | None = None,
+    topic: str | None = None,
 ) -> DemoTotals:
     """Run the demo until ``duration`` seconds have passed (0: until Ctrl-C / SIGTERM),
-    then stop gracefully: every reading received is processed and printed."""
+    then stop gracefully: every reading received is processed and printed.
+
+    ``source="kafka"``: the simulated readings go through a Kafka topic on ``bootstrap``
+    (``sources.kafka_demo``) and the direct stream reads them."""
+    if source not in ("simulator", "kafka"):
+        raise ValueError(f"source must be 'simulator' or 'kafka', got {source!r}")
+    if source == "kafka" and not bootstrap:
+        raise ValueError("the kafka source needs bootstrap servers (--bootstrap HOST:PORT)")
     out = out or sys.stdout
     print(
         f"aiostream-engine demo: {devices} devices, {rate:g} readings/s, batch "
@@ -261,9 +272,23 @@ async def run_demo(
         async with StreamingContext(batch_interval, master=master, conf=conf) as ssc:
             if checkpoint_dir:
                 ssc.checkpoint(checkpoint_dir)
-            readings = ssc.simulator_stream(
-                num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
-            )
+            producer: Any = None
+            if source == "kafka":
+                from .sources import kafka_demo
+                from .sources.simulator import SensorSimulator
+
+                assert bootstrap is not None
+                topic = topic or kafka_demo.DEMO_TOPIC
+                await kafka_demo.ensure_topic(bootstrap, topic)
+                readings = kafka_demo.demo_stream(ssc, bootstrap, topic)
+                simulator = SensorSimulator(
+                    num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
+                )
+                producer = functools.partial(kafka_demo.produce_readings, bootstrap, topic, simulator)
+            else:
+                readings = ssc.simulator_stream(
+                    num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
+                )
             totals = attach_demo(ssc, readings, out, window=window or None)
             await ssc.start()
             print(ui_line(ssc), file=out, flush=True)
@@ -290,6 +315,8 @@ async def run_demo(
                 await stop(f"{seconds:g} s elapsed", True)
 
             async with anyio.create_task_group() as tg:
+                if producer is not None:
+                    tg.start_soon(producer, name="kafka demo producer")
                 if handle_signals:
                     tg.start_soon(watch_signals, tg)
                 if duration:

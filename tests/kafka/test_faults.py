@@ -13,7 +13,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine import JobFailedError, ManualClock, StreamingContext
 from aiostream_engine.sources.kafka import KafkaOffsetsGoneError, TopicAndPartition
 from aiostream_engine.testing import advance_batches, collect_batches
 from tests.kafka_brokers import MockKafkaCluster, NoidaKafka, create_topic, produce, unique_topic
@@ -51,15 +51,17 @@ async def test_gone_offsets_fail_the_batch_naming_topic_partition_and_range(
     await create_topic(kafka_broker.bootstrap, topic, 2)
     await produce(kafka_broker.bootstrap, topic, values(2, 10))
     await _delete_before(kafka_broker.bootstrap, topic, 1, 6)
-    async with context() as ssc:
-        stream = ssc.kafka_direct_stream(
-            topic, {"bootstrap.servers": kafka_broker.bootstrap},
-            from_offsets={TopicAndPartition(topic, 0): 0, TopicAndPartition(topic, 1): 2},
-        )
-        stream.foreach_rdd(lambda rdd: rdd.count())
-        await ssc.start()
-        await advance_batches(ssc, 1)
-    error = ssc.errors[0]
+    with pytest.raises(JobFailedError) as failure:  # raised again when the context exits
+        async with context() as ssc:
+            stream = ssc.kafka_direct_stream(
+                topic, {"bootstrap.servers": kafka_broker.bootstrap},
+                from_offsets={TopicAndPartition(topic, 0): 0, TopicAndPartition(topic, 1): 2},
+            )
+            stream.foreach_rdd(lambda rdd: rdd.count())
+            await ssc.start()
+            await advance_batches(ssc, 1)
+    error = failure.value
+    assert ssc.errors == [error]
     assert isinstance(error.cause, KafkaOffsetsGoneError)
     assert f"offsets [2, 6) of {topic}-1 are no longer on the broker" in str(error)
 
@@ -98,7 +100,8 @@ async def _run_through(
     rate: int = 0,
 ) -> tuple[StreamingContext, list[list[int]]]:
     """Produce, then read batch by batch with ``fault(ssc)`` run on the driver just after
-    batch 2's ranges are cut (before its tasks fetch)."""
+    batch 2's ranges are cut (before its tasks fetch). A failed batch raises its error
+    when the context exits; it is then in ``ssc.errors``."""
     topic = unique_topic()
     cluster.create_topic(topic, partitions)
     await produce(cluster.bootstrap, topic, values(partitions, per_partition))
@@ -168,11 +171,10 @@ async def test_a_fetch_answered_offset_out_of_range_fails_naming_the_range(
         kafka_mock_cluster.push_request_errors(FETCH, *[OFFSET_OUT_OF_RANGE] * 12)
 
     try:
-        ssc, got = await _run_through(kafka_mock_cluster, 1, 10, 2, gone, rate=5)
+        with pytest.raises(JobFailedError, match=r"\[5, 10\) are no longer on the broker"):
+            await _run_through(kafka_mock_cluster, 1, 10, 2, gone, rate=5)
     finally:
         kafka_mock_cluster.clear_request_errors(FETCH)
-    assert "[5, 10) are no longer on the broker" in str(ssc.errors[0])
-    assert got[0] == list(range(5))
 
 
 async def test_a_worker_killed_while_fetching_reruns_its_range(
