@@ -33,11 +33,14 @@ def main() -> None:
             BATCH, master="local[2]",
             conf={"kafka_max_rate_per_partition": 1500, "checkpoint_interval": 0.4,
                   "receiver_wal_enable": receiver, "block_interval": 0.1,
-                  "receiver_max_rate": 1500},
+                  "receiver_max_rate": 1000},
         )
         params = {"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest",
                   "group.id": f"job-{topic}"}
         if receiver:
+            # Static membership: the restarted member replaces the SIGKILLed one at once
+            # instead of waiting for its session to expire.
+            params["group.instance.id"] = f"job-{topic}-receiver"
             source = ssc.kafka_stream(topic, params, value_decoder=orjson.loads, max_block_records=500)
         else:
             source = ssc.kafka_direct_stream(topic, params, value_decoder=orjson.loads)

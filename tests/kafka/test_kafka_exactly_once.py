@@ -72,8 +72,10 @@ async def test_engine_sigkilled_mid_stream_writes_every_record_exactly_once(
     await pg_schema.conn.execute(f"CREATE TABLE {pg_schema.table('counts')} (device_id text, n int)")
     checkpoint = tmp_path / "checkpoint"
     await _produce(bootstrap, topic, range(0, 2000))
+    # Readings keep coming while the engine runs, is killed and is restarted; the last
+    # third only after the kill, so the crash is always mid-stream.
     async with anyio.create_task_group() as producing:
-        producing.start_soon(_produce, bootstrap, topic, range(2000, total))
+        producing.start_soon(_produce, bootstrap, topic, range(2000, 4000))
         job = await _start_job(bootstrap, topic, pg_schema, checkpoint, out, mode)
         with anyio.fail_after(120):
             async for line in _lines(job):  # kill it once some, not all, readings are stored
@@ -82,14 +84,16 @@ async def test_engine_sigkilled_mid_stream_writes_every_record_exactly_once(
                     break
         assert await job.wait() == -signal.SIGKILL
     stored_at_crash = (await _totals(pg_schema))[0]
-    restarted = await _start_job(bootstrap, topic, pg_schema, checkpoint, out, mode)
-    with anyio.fail_after(120):
-        async for line in _lines(restarted):
-            if line.startswith("completed") and min(await _totals(pg_schema)) >= total:
-                break
-        assert restarted.stdin is not None
-        await restarted.stdin.aclose()
-        assert await restarted.wait() == 0
+    async with anyio.create_task_group() as producing:
+        producing.start_soon(_produce, bootstrap, topic, range(4000, total))
+        restarted = await _start_job(bootstrap, topic, pg_schema, checkpoint, out, mode)
+        with anyio.fail_after(180):
+            async for line in _lines(restarted):
+                if line.startswith("completed") and min(await _totals(pg_schema)) >= total:
+                    break
+            assert restarted.stdin is not None
+            await restarted.stdin.aclose()
+            assert await restarted.wait() == 0
     readings, distinct, counted = await _totals(pg_schema)
     written = await read_topic(bootstrap, out, isolation_level="read_committed")
     print(f"produced {total}, stored before the crash {stored_at_crash}, stored {readings} "
