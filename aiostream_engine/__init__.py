@@ -7,7 +7,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .conf import StreamingConf
 from .context import StreamingContext
 from .dstream.base import DStream
-from .dstream.state_spec import State, StateSpec
+from .dstream.state_spec import MapWithStateDStream, State, StateSpec
 from .errors import (
     ConfigurationError,
     ContextStateError,
@@ -25,7 +25,11 @@ from .receiver.base import Receiver
 from .scheduler.batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 from .scheduler.listener import StreamingListener
 
-for _cls in (DStream, RDD, StreamingContext, TaskRunner):
+#: The classes that get PySpark's names from ``aliases.ALIASES``.
+_PYSPARK_NAMED: tuple[type, ...] = (
+    DStream, MapWithStateDStream, RDD, StreamingContext, TaskRunner, State
+)
+for _cls in _PYSPARK_NAMED:
     _aliases.install(_cls)
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -112,6 +112,20 @@ class State(enum.Enum):
 class StreamingContext:
     """Entry point: build streams on it, then start it."""
 
+    # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
+    if TYPE_CHECKING:
+        queueStream: Callable[..., DStream]
+        socketTextStream: Callable[..., DStream]
+        textFileStream: Callable[..., DStream]
+        receiverStream: Callable[..., DStream]
+        awaitTermination: Callable[..., Awaitable[bool]]
+        awaitTerminationOrTimeout: Callable[..., Awaitable[bool]]
+        addStreamingListener: Callable[..., None]
+        removeStreamingListener: Callable[..., None]
+        getOrCreate: ClassVar[Callable[..., StreamingContext]]
+        sparkContext: TaskRunner
+    # end of PySpark's names
+
     def __init__(
         self,
         batch_interval: float,
@@ -201,7 +215,6 @@ class StreamingContext:
         """Builds RDDs (``parallelize``, ``empty_rdd``): PySpark's ``ssc.sparkContext``."""
         return self._runner
 
-    sparkContext = spark_context  # noqa: N815
 
     def add_py_file(self, path: str) -> None:
         """Ship a ``.py`` file or a ``.zip`` / ``.egg`` of packages to every worker, for the
@@ -254,7 +267,6 @@ class StreamingContext:
             ssc._recovery = plan
         return ssc
 
-    getOrCreate = get_or_create  # noqa: N815
 
     # ---- sources ------------------------------------------------------------------------
 
@@ -269,8 +281,9 @@ class StreamingContext:
 
         return QueueInputDStream(self, rdds, one_at_a_time, default)
 
-    def socket_text_stream(self, hostname: str, port: int) -> DStream:
-        """Lines of UTF-8 text from a TCP server; reconnects when the connection drops."""
+    def socket_text_stream(self, hostname: str, port: int, storage_level: Any = None) -> DStream:
+        """Lines of UTF-8 text from a TCP server; reconnects when the connection drops.
+        ``storage_level`` is PySpark's and not needed: blocks live with the engine."""
         from .sources.socket import SocketTextReceiver
 
         return self.receiver_stream(SocketTextReceiver(hostname, port))
@@ -725,7 +738,6 @@ class StreamingContext:
         stop_gracefully: bool = False,
         *,
         graceful: bool | None = None,
-        **pyspark_names: bool,
     ) -> Awaitable[None]:
         """Stop; ``graceful=True`` first finishes every received record (Spark's order).
 
@@ -734,10 +746,7 @@ class StreamingContext:
         context does nothing. ``stop_spark_context`` is PySpark's: see
         ``aiostream_engine.pyspark`` (the executor always stops with this context here).
         """
-        graceful = bool(
-            graceful if graceful is not None
-            else pyspark_names.get("stopGraceFully", stop_gracefully)
-        )
+        graceful = bool(stop_gracefully if graceful is None else graceful)
         if in_async_context():
             return self._stop_async(graceful)
         self._stop_blocking(graceful)

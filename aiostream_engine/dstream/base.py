@@ -23,10 +23,41 @@ from .windowed import WindowOperations
 if TYPE_CHECKING:
     from ..context import StreamingContext
     from ..sinks.base import Sink
+    from .state_spec import MapWithStateDStream, StateDStream
 
 
 class DStream(WindowOperations, StateOperations):
     """A discretized stream. Subclasses implement ``compute(time_ms)``."""
+
+    # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
+    if TYPE_CHECKING:
+        flatMap: Callable[..., DStream]
+        mapPartitions: Callable[..., DStream]
+        mapPartitionsWithIndex: Callable[..., DStream]
+        reduceByKey: Callable[..., DStream]
+        combineByKey: Callable[..., DStream]
+        partitionBy: Callable[..., DStream]
+        foreachRDD: Callable[..., None]
+        mapValues: Callable[..., DStream]
+        flatMapValues: Callable[..., DStream]
+        keyBy: Callable[..., DStream]
+        groupByKey: Callable[..., DStream]
+        countByValue: Callable[..., DStream]
+        saveAsTextFiles: Callable[..., None]
+        saveAsObjectFiles: Callable[..., None]
+        transformWith: Callable[..., DStream]
+        leftOuterJoin: Callable[..., DStream]
+        rightOuterJoin: Callable[..., DStream]
+        fullOuterJoin: Callable[..., DStream]
+        reduceByWindow: Callable[..., DStream]
+        countByWindow: Callable[..., DStream]
+        countByValueAndWindow: Callable[..., DStream]
+        groupByKeyAndWindow: Callable[..., DStream]
+        reduceByKeyAndWindow: Callable[..., DStream]
+        updateStateByKey: Callable[..., StateDStream]
+        mapWithState: Callable[..., MapWithStateDStream]
+        slideDuration: float
+    # end of PySpark's names
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ continues from it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..hashing import stable_hash
 from ..rdd.core import RDD
@@ -238,6 +238,11 @@ class StateDStream(_KeyedStateDStream):
 class MapWithStateDStream(_KeyedStateDStream):
     """map_with_state: its RDD at t holds what the function returned in batch t;
     ``state_snapshots()`` gives the state after each batch."""
+
+    # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
+    if TYPE_CHECKING:
+        stateSnapshots: Callable[..., DStream]
+    # end of PySpark's names
 
     def __init__(self, parent: DStream, spec: StateSpec) -> None:
         super().__init__(

@@ -73,6 +73,12 @@ class StateOperations:
 class State:
     """The state of one key inside a map_with_state function (Spark's ``State``)."""
 
+    # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
+    if TYPE_CHECKING:
+        getOption: Callable[..., Any]
+        isTimingOut: Callable[..., bool]
+    # end of PySpark's names
+
     __slots__ = ("_key", "_defined", "_value", "_updated", "_removed", "_timing_out")
 
     def __init__(self) -> None:
@@ -126,9 +132,6 @@ class State:
 
     def is_timing_out(self) -> bool:
         return self._timing_out
-
-    getOption = get_option  # noqa: N815 - Spark's names
-    isTimingOut = is_timing_out  # noqa: N815
 
     def __repr__(self) -> str:
         if self._timing_out:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -38,6 +38,13 @@ def _block_prefix(name: str) -> str:
 
 
 class TaskRunner:
+    """Runs tasks on an executor backend and builds RDDs (PySpark's SparkContext role)."""
+
+    # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
+    if TYPE_CHECKING:
+        emptyRDD: Callable[..., RDD]
+    # end of PySpark's names
+
     def __init__(self, backend: ExecutorBackend, conf: StreamingConf) -> None:
         self.backend = backend
         self.conf = conf
@@ -116,7 +123,6 @@ class TaskRunner:
     def empty_rdd(self) -> RDD:
         return ParallelCollectionRDD(self, [], "empty")
 
-    emptyRDD = empty_rdd  # noqa: N815 - PySpark's name
 
     # ---- running tasks ------------------------------------------------------------------
 

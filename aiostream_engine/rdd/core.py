@@ -51,6 +51,37 @@ def _first(pair: Any) -> Any:
 class RDD:
     """A partitioned, lazily computed collection (one batch of one DStream)."""
 
+    # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
+    if TYPE_CHECKING:
+        flatMap: Callable[..., RDD]
+        mapPartitions: Callable[..., RDD]
+        mapPartitionsWithIndex: Callable[..., RDD]
+        mapValues: Callable[..., RDD]
+        flatMapValues: Callable[..., RDD]
+        keyBy: Callable[..., RDD]
+        reduceByKey: Callable[..., RDD]
+        combineByKey: Callable[..., RDD]
+        foldByKey: Callable[..., RDD]
+        aggregateByKey: Callable[..., RDD]
+        groupByKey: Callable[..., RDD]
+        groupBy: Callable[..., RDD]
+        partitionBy: Callable[..., RDD]
+        leftOuterJoin: Callable[..., RDD]
+        rightOuterJoin: Callable[..., RDD]
+        fullOuterJoin: Callable[..., RDD]
+        subtractByKey: Callable[..., RDD]
+        groupWith: Callable[..., RDD]
+        sortByKey: Callable[..., RDD]
+        sortBy: Callable[..., RDD]
+        foreachPartition: Callable[..., None]
+        countByValue: Callable[..., dict[Any, int]]
+        countByKey: Callable[..., dict[Any, int]]
+        collectAsMap: Callable[..., dict[Any, Any]]
+        takeOrdered: Callable[..., list[Any]]
+        isEmpty: Callable[..., bool]
+        getNumPartitions: Callable[..., int]
+    # end of PySpark's names
+
     def __init__(self, runner: TaskRunner, num_partitions: int, name: str) -> None:
         self._runner = runner
         self.num_partitions = num_partitions
@@ -96,7 +127,8 @@ class RDD:
         """The partitions' records on the driver (checkpoints; rare for cached data)."""
         return await self._runner.run_tasks(await self._plans(), f"{self.name} (fetch)")
 
-    def getNumPartitions(self) -> int:  # noqa: N802 - PySpark's name
+    def get_num_partitions(self) -> int:
+        """How many partitions the RDD has."""
         return self.num_partitions
 
     def __repr__(self) -> str:
@@ -182,10 +214,15 @@ class RDD:
         return ShuffledRDD(self, write, merge_combiners_by(func), "reduce_by_key")
 
     def fold_by_key(
-        self, zero_value: Any, func: Callable[[Any, Any], Any], num_partitions: int | None = None
+        self,
+        zero_value: Any,
+        func: Callable[[Any, Any], Any],
+        num_partitions: int | None = None,
+        partition_func: Callable[[Any], int] = stable_hash,
     ) -> RDD:
+        """Per key, the values folded with ``func`` starting from ``zero_value``."""
         return self.combine_by_key(
-            lambda v: func(zero_value, v), func, func, num_partitions
+            lambda v: func(zero_value, v), func, func, num_partitions, partition_func
         )
 
     def aggregate_by_key(
@@ -194,9 +231,12 @@ class RDD:
         seq_func: Callable[[Any, Any], Any],
         comb_func: Callable[[Any, Any], Any],
         num_partitions: int | None = None,
+        partition_func: Callable[[Any], int] = stable_hash,
     ) -> RDD:
+        """Per key: values folded into ``zero_value`` with ``seq_func`` within a partition,
+        the partial results merged with ``comb_func``."""
         return self.combine_by_key(
-            lambda v: seq_func(zero_value, v), seq_func, comb_func, num_partitions
+            lambda v: seq_func(zero_value, v), seq_func, comb_func, num_partitions, partition_func
         )
 
     def group_by_key(
@@ -206,8 +246,14 @@ class RDD:
         write = ShuffleWrite(self._parallelism(num_partitions), "group_by_key", partition_func)
         return ShuffledRDD(self, write, group_values, "group_by_key")
 
-    def group_by(self, f: Callable[[Any], Any], num_partitions: int | None = None) -> RDD:
-        return self.key_by(f).group_by_key(num_partitions)
+    def group_by(
+        self,
+        f: Callable[[Any], Any],
+        num_partitions: int | None = None,
+        partition_func: Callable[[Any], int] = stable_hash,
+    ) -> RDD:
+        """(key, records with that key) for the key ``f(record)``."""
+        return self.key_by(f).group_by_key(num_partitions, partition_func)
 
     def partition_by(
         self, num_partitions: int | None, partition_func: Callable[[Any], int] = stable_hash
@@ -274,7 +320,10 @@ class RDD:
             lambda it: sorted(it, key=lambda kv: keyfunc(kv[0]), reverse=not ascending)
         )
 
-    def sort_by(self, keyfunc: Callable[[Any], Any], ascending: bool = True) -> RDD:
+    def sort_by(
+        self, keyfunc: Callable[[Any], Any], ascending: bool = True, num_partitions: int | None = None
+    ) -> RDD:
+        """The records sorted by ``keyfunc(record)``, in one partition (see ``sort_by_key``)."""
         return self.repartition(1).map_partitions(
             lambda it: sorted(it, key=keyfunc, reverse=not ascending)
         )

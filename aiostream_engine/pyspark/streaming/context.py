@@ -14,12 +14,10 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from ...context import StreamingContext as _EngineContext
-from ...dstream.base import DStream
 from ...errors import ContextStateError
 from ...executor.runner import TaskRunner
 from ...loop_thread import LoopThread
 from ..context import SparkContext
-from ..storagelevel import StorageLevel
 from .listener import ListenerBridge
 
 __all__ = ["StreamingContext"]
@@ -140,28 +138,18 @@ class StreamingContext(_EngineContext):
             if stopSparkContext:
                 self._sc.stop()
 
-    def awaitTermination(self, timeout: float | None = None) -> bool:
+    def awaitTermination(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Wait until the context stops (or ``timeout`` seconds); raises a failed job's
         error as soon as it fails. Returns whether it has stopped."""
         if self.state.value == "initialized":
             raise ContextStateError("the context has not been started")
         return self._await_termination_blocking(timeout)
 
-    def awaitTerminationOrTimeout(self, timeout: float) -> bool:
+    def awaitTerminationOrTimeout(self, timeout: float) -> bool:  # type: ignore[override]
         """``awaitTermination(timeout)``: whether the context has stopped."""
         return self.awaitTermination(timeout)
 
-    # ---- sources and listeners with PySpark's signatures ------------------------------------
-
-    def socketTextStream(
-        self,
-        hostname: str,
-        port: int,
-        storageLevel: StorageLevel = StorageLevel.MEMORY_AND_DISK_2,
-    ) -> DStream:
-        """Lines of UTF-8 text from a TCP server (the storage level is accepted and not
-        needed: blocks live with the engine)."""
-        return self.socket_text_stream(hostname, port)
+    # ---- listeners -------------------------------------------------------------------------
 
     def addStreamingListener(self, streamingListener: Any) -> None:
         """Call ``streamingListener``'s PySpark-style methods (``onBatchCompleted(event)``
