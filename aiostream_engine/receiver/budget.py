@@ -29,6 +29,8 @@ class ByteBudget:
         self.peak = 0
         #: Stores that had to wait for bytes to be given back.
         self.waits = 0
+        #: Bytes counted without waiting: blocks read back from the write-ahead log.
+        self.recovered = 0
         self._freed = anyio.Event()
 
     @property
@@ -39,7 +41,7 @@ class ByteBudget:
         """Take ``nbytes`` if they fit (or nothing is held); whether they were taken."""
         if self.used and self.used + nbytes > self.limit:
             return False
-        self.force(nbytes)
+        self._count(nbytes)
         return True
 
     async def take(self, nbytes: int) -> None:
@@ -52,7 +54,11 @@ class ByteBudget:
 
     def force(self, nbytes: int) -> None:
         """Count bytes that are held already, fitting or not (blocks recovered from the
-        write-ahead log)."""
+        write-ahead log): stores then wait until enough of them are given back."""
+        self.recovered += nbytes
+        self._count(nbytes)
+
+    def _count(self, nbytes: int) -> None:
         self.used += nbytes
         self.peak = max(self.peak, self.used)
 
