@@ -141,7 +141,10 @@ async def test_a_page_that_stops_reading_is_dropped_and_a_reading_one_gets_every
         try:
             async with client.stream("GET", "api/ui/events") as response:
                 lines = response.aiter_lines()
-                await run.until(lambda: feed.clients == 2)
+                assert await anext(lines) == "retry: 2000"  # this page has subscribed
+                with anyio.fail_after(10):  # and the stalled one, over its own socket
+                    while feed.clients < 2:
+                        await anyio.sleep(0.01)
                 received = []
                 with anyio.fail_after(20):
                     while feed.dropped == 0:
