@@ -21,13 +21,14 @@ from .errors import (
 from .executor.runner import TaskRunner
 from .hashing import stable_hash
 from .rdd.core import RDD
+from .rdd.stats import StatCounter
 from .receiver.base import Receiver
 from .scheduler.batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 from .scheduler.listener import StreamingListener
 
 #: The classes that get PySpark's names from ``aliases.ALIASES``.
 _PYSPARK_NAMED: tuple[type, ...] = (
-    DStream, MapWithStateDStream, RDD, StreamingContext, TaskRunner, State
+    DStream, MapWithStateDStream, RDD, StatCounter, StreamingContext, TaskRunner, State
 )
 for _cls in _PYSPARK_NAMED:
     _aliases.install(_cls)

@@ -62,18 +62,22 @@ ALIASES: dict[str, list[str]] = {
         "fold_by_key", "aggregate_by_key", "group_by_key", "group_by", "partition_by", "join",
         "left_outer_join", "right_outer_join", "full_outer_join", "subtract_by_key",
         "cogroup", "group_with", "sort_by_key", "sort_by", "distinct", "repartition",
-        "coalesce", "union", "cartesian", "persist", "unpersist", "foreach",
+        "coalesce", "union", "cartesian", "zip", "zip_with_index", "sample", "take_sample",
+        "persist", "unpersist", "foreach",
         "foreach_partition", "count_by_value", "count_by_key", "collect_as_map",
-        "take_ordered", "top", "take", "is_empty", "reduce", "fold", "max", "min", "sum",
+        "take_ordered", "top", "take", "is_empty", "reduce", "fold", "aggregate", "max",
+        "min", "sum", "mean", "variance", "stdev", "stats", "lookup", "save_as_text_file",
         "get_num_partitions",
     ],
     "StreamingContext": [
-        "queue_stream", "socket_text_stream", "text_file_stream", "receiver_stream",
+        "queue_stream", "socket_text_stream", "text_file_stream", "binary_records_stream",
+        "receiver_stream",
         "await_termination", "await_termination_or_timeout", "add_streaming_listener",
         "remove_streaming_listener", "get_or_create", "spark_context", "transform", "stop",
     ],
     "TaskRunner": ["empty_rdd", "parallelize"],
     "State": ["get_option", "is_timing_out"],
+    "StatCounter": ["merge_stats", "sample_variance", "sample_stdev", "as_dict"],
 }
 
 

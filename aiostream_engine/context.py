@@ -117,6 +117,7 @@ class StreamingContext:
         queueStream: Callable[..., DStream]
         socketTextStream: Callable[..., DStream]
         textFileStream: Callable[..., DStream]
+        binaryRecordsStream: Callable[..., DStream]
         receiverStream: Callable[..., DStream]
         awaitTermination: Callable[..., Awaitable[bool]]
         awaitTerminationOrTimeout: Callable[..., Awaitable[bool]]
@@ -293,6 +294,13 @@ class StreamingContext:
         from .sources.files import TextFileInputDStream
 
         return TextFileInputDStream(self, directory)
+
+    def binary_records_stream(self, directory: str, record_length: int) -> DStream:
+        """Records of ``record_length`` bytes from files newly moved into ``directory``
+        (PySpark's ``binaryRecordsStream``)."""
+        from .sources.binary_records import BinaryRecordsInputDStream
+
+        return BinaryRecordsInputDStream(self, directory, record_length)
 
     def receiver_stream(self, receiver: Receiver) -> DStream:
         """A stream fed by a user-defined ``Receiver``; one with a ``decoder`` stores raw

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -60,19 +61,24 @@ class Scan:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def scan(directory: Path, seen: frozenset[str]) -> Scan:
-    """List ``directory`` and read the files not in ``seen`` (blocking: run it in a thread)."""
+def scan(
+    directory: Path, seen: frozenset[str], read: Callable[[Path], list[Any]] = read_lines
+) -> Scan:
+    """List ``directory`` and ``read`` the files not in ``seen`` (blocking: run it in a
+    thread); a file ``read`` refuses (ValueError) is skipped with the reason."""
     result = Scan(list_files(directory))
     for name in sorted(result.present - seen):
         path = directory / name
         try:
-            result.files.append(read_lines(path))
+            result.files.append(read(path))
         except FileNotFoundError:
             result.skipped.append((path, "it vanished before it could be read"))
         except UnicodeDecodeError as exc:
             result.skipped.append(
                 (path, f"it is not valid UTF-8 ({exc.reason} at byte {exc.start})")
             )
+        except ValueError as exc:
+            result.skipped.append((path, str(exc)))
         except OSError as exc:
             result.skipped.append((path, f"it could not be read ({exc})"))
     return result
@@ -90,6 +96,8 @@ class TextFileInputDStream(InputDStream):
         self.failed_listings = 0
         self._seen: frozenset[str] = frozenset()
         self._prepared: tuple[int, RDD] | None = None
+        #: How a file becomes the records of one partition.
+        self._read: Callable[[Path], list[Any]] = read_lines
 
     async def start(self) -> None:
         if not await anyio.to_thread.run_sync(self.directory.is_dir):
@@ -101,7 +109,7 @@ class TextFileInputDStream(InputDStream):
 
     async def prepare(self, time_ms: int) -> None:
         try:
-            found = await anyio.to_thread.run_sync(scan, self.directory, self._seen)
+            found = await anyio.to_thread.run_sync(scan, self.directory, self._seen, self._read)
         except OSError as exc:
             self.failed_listings += 1
             log.warning("%s: cannot list the directory, no files this batch: %s", self.name, exc)

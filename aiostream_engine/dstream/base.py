@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..executor.serialization import ensure_serializable
 from ..hashing import stable_hash
@@ -25,9 +25,13 @@ if TYPE_CHECKING:
     from ..sinks.base import Sink
     from .state_spec import MapWithStateDStream, StateDStream
 
+T = TypeVar("T")
 
-class DStream(WindowOperations, StateOperations):
-    """A discretized stream. Subclasses implement ``compute(time_ms)``."""
+
+class DStream(WindowOperations, StateOperations, Generic[T]):
+    """A discretized stream. Subclasses implement ``compute(time_ms)``.
+
+    ``DStream[T]`` types a stream of T records in annotations (PySpark's examples use it)."""
 
     # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
     if TYPE_CHECKING:

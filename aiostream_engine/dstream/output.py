@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import pickle
-import shutil
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +11,7 @@ import anyio
 import anyio.to_thread
 
 from ..rdd.core import RDD
+from ..rdd.save import asave, object_part_writer, text_part_writer
 from ..timeutil import to_seconds
 from .base import DStream
 from .functions import is_async_callable, takes_time
@@ -100,56 +97,12 @@ def batch_directory(prefix: str, suffix: str | None, time: float) -> str:
     return f"{name}.{suffix}" if suffix else name
 
 
-def _write_text_part(directory: str) -> Callable[[int, Iterator[Any]], list[int]]:
-    def write(index: int, records: Iterator[Any]) -> list[int]:
-        count = 0
-        with open(os.path.join(directory, f"part-{index:05d}"), "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(f"{record}\n")
-                count += 1
-        return [count]
-
-    return write
-
-
-def _write_object_part(directory: str) -> Callable[[int, Iterator[Any]], list[int]]:
-    def write(index: int, records: Iterator[Any]) -> list[int]:
-        items = list(records)
-        with open(os.path.join(directory, f"part-{index:05d}"), "wb") as out:
-            pickle.dump(items, out, protocol=pickle.HIGHEST_PROTOCOL)
-        return [len(items)]
-
-    return write
-
-
-def _replace_directory(staging: str, target: str) -> None:
-    """Move a finished batch directory into place; a re-run batch replaces, never appends."""
-    with open(os.path.join(staging, "_SUCCESS"), "w"):
-        pass
-    if os.path.exists(target):
-        trash = f"{target}.old-{uuid.uuid4().hex}"
-        os.rename(target, trash)
-        os.rename(staging, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(staging, target)
-
-
 def save_batch(prefix: str, suffix: str | None, *, text: bool) -> Callable[[float, RDD], Awaitable[None]]:
     """Write each partition to ``<prefix>-<batch ms>[.suffix]/part-NNNNN`` atomically."""
 
     async def save(time: float, rdd: RDD) -> None:
         target = batch_directory(prefix, suffix, time)
-        parent, name = os.path.split(os.path.abspath(target))
-        staging = os.path.join(parent, f".{name}.staging-{uuid.uuid4().hex}")
-        await anyio.to_thread.run_sync(lambda: os.makedirs(staging, exist_ok=True))
-        writer = _write_text_part(staging) if text else _write_object_part(staging)
-        try:
-            await rdd.map_partitions_with_index(writer).acollect()
-            await anyio.to_thread.run_sync(_replace_directory, staging, target)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))
-            raise
+        writer = text_part_writer if text else object_part_writer
+        await asave(rdd, target, writer, replace=True)  # a re-run batch replaces, never appends
 
     return save

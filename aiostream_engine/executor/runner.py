@@ -24,6 +24,8 @@ from ..errors import (
 from ..rdd.core import RDD, ParallelCollectionRDD
 from ..rdd.side_output import SideChannels
 from ..rdd.tasks import TaskPlan
+from ..variables.accumulator import Accumulator, AccumulatorParam, AddingParam
+from ..variables.broadcast import Broadcast
 from .base import ExecutorBackend, WorkerLostError
 from .block_store import CachedBlocks, new_block_refs
 from .py_files import checked_py_file
@@ -121,9 +123,19 @@ class TaskRunner:
         return blocks
 
     def empty_rdd(self) -> RDD:
+        """An RDD with no partitions."""
         return ParallelCollectionRDD(self, [], "empty")
 
+    # ---- shared variables ---------------------------------------------------------------
 
+    def broadcast(self, value: T) -> Broadcast[T]:
+        """A read-only value for tasks (``b.value``), pickled once here."""
+        return Broadcast(value)
+
+    def accumulator(self, value: T, accum_param: AccumulatorParam[T] | None = None) -> Accumulator[T]:
+        """A value tasks add to (``acc.add(x)``) and the driver reads (``acc.value``);
+        ``accum_param`` says how values add up (default: ``+``)."""
+        return Accumulator(value, accum_param or AddingParam(), self.side_channels)
     # ---- running tasks ------------------------------------------------------------------
 
     async def run_tasks(self, plans: list[TaskPlan], description: str) -> list[list[Any]]:

@@ -14,9 +14,21 @@ What is the same, what differs and why: README, "PySpark programs".
 
 from __future__ import annotations
 
+from ..rdd.stats import StatCounter
+from .accumulators import Accumulator, AccumulatorParam
+from .broadcast import Broadcast
 from .conf import SparkConf
 from .context import SparkContext
 from .rdd import RDD
 from .storagelevel import StorageLevel
 
-__all__ = ["RDD", "SparkConf", "SparkContext", "StorageLevel"]
+__all__ = [
+    "RDD",
+    "Accumulator",
+    "AccumulatorParam",
+    "Broadcast",
+    "SparkConf",
+    "SparkContext",
+    "StatCounter",
+    "StorageLevel",
+]

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .. import __version__
 from ..errors import ContextStateError
@@ -29,12 +29,15 @@ from ..executor.runner import TaskRunner
 from ..loop_thread import LoopThread
 from ..rdd.core import RDD, UnionRDD
 from ..sources.files import is_visible, read_lines
+from ..variables.accumulator import Accumulator, AccumulatorParam
+from ..variables.broadcast import Broadcast
 from .conf import SparkConf
 
 if TYPE_CHECKING:
     from .streaming.context import StreamingContext
 
 log = logging.getLogger("aiostream_engine.pyspark")
+T = TypeVar("T")
 
 #: Spark's log levels and the ``logging`` level each stands for.
 LOG_LEVELS = {
@@ -191,6 +194,19 @@ class SparkContext:
         self._require_running()
         paths = expand_paths(name)
         return self._runner.parallelize(paths, max(1, len(paths))).flat_map(read_text_file)
+
+    # ---- shared variables ----------------------------------------------------------------
+
+    def broadcast(self, value: T) -> Broadcast[T]:
+        """A read-only value tasks read as ``b.value``, pickled once here."""
+        self._require_running()
+        return self._runner.broadcast(value)
+
+    def accumulator(self, value: T, accum_param: AccumulatorParam[T] | None = None) -> Accumulator[T]:
+        """A value tasks add to (``acc.add(x)``, ``acc += x``) and the driver reads
+        (``acc.value``); a retried task's additions count once."""
+        self._require_running()
+        return self._runner.accumulator(value, accum_param)
 
     # ---- settings ------------------------------------------------------------------------
 

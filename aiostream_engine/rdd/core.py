@@ -12,13 +12,16 @@ names block the calling thread and are for code that runs off the event loop (a 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
+import functools
 import heapq
 import itertools
 import operator as op
+import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..hashing import stable_hash
 from .aggregation import (
@@ -42,14 +45,20 @@ from .tasks import (
 if TYPE_CHECKING:
     from ..executor.block_store import BlockRef, CachedBlocks
     from ..executor.runner import TaskRunner
+    from .stats import StatCounter
+
+
+T = TypeVar("T")
 
 
 def _first(pair: Any) -> Any:
     return pair[0]
 
 
-class RDD:
-    """A partitioned, lazily computed collection (one batch of one DStream)."""
+class RDD(Generic[T]):
+    """A partitioned, lazily computed collection (one batch of one DStream).
+
+    ``RDD[T]`` types an RDD of T records in annotations (PySpark's examples use it)."""
 
     # PySpark's names, written by `python scripts/aliases.py --update` from aliases.ALIASES
     if TYPE_CHECKING:
@@ -73,12 +82,15 @@ class RDD:
         groupWith: Callable[..., RDD]
         sortByKey: Callable[..., RDD]
         sortBy: Callable[..., RDD]
+        zipWithIndex: Callable[..., RDD]
+        takeSample: Callable[..., list[Any]]
         foreachPartition: Callable[..., None]
         countByValue: Callable[..., dict[Any, int]]
         countByKey: Callable[..., dict[Any, int]]
         collectAsMap: Callable[..., dict[Any, Any]]
         takeOrdered: Callable[..., list[Any]]
         isEmpty: Callable[..., bool]
+        saveAsTextFile: Callable[..., None]
         getNumPartitions: Callable[..., int]
     # end of PySpark's names
 
@@ -184,7 +196,34 @@ class RDD:
         return UnionRDD([self, other])
 
     def cartesian(self, other: RDD) -> RDD:
-        raise NotImplementedError("cartesian is not supported on streaming RDDs")
+        """Every pair (a, b) of a record of this RDD and one of ``other``."""
+        from .pairing import CartesianRDD
+
+        return CartesianRDD(self, other)
+
+    def zip(self, other: RDD) -> RDD:
+        """(a, b) of the i-th records of the two RDDs; both must have the same number of
+        partitions and of records in each (as in Spark)."""
+        from .pairing import ZippedRDD
+
+        return ZippedRDD(self, other)
+
+    def zip_with_index(self) -> RDD:
+        """(record, index), indices counted across partitions in order (runs a job to
+        count the partitions first, as Spark's)."""
+        from .pairing import ZipWithIndexRDD
+
+        return ZipWithIndexRDD(self)
+
+    def sample(self, with_replacement: bool, fraction: float, seed: int | None = None) -> RDD:
+        """A random sample: each record kept with probability ``fraction`` (without
+        replacement) or repeated a Poisson(``fraction``) number of times (with); the same
+        ``seed`` gives the same sample."""
+        from .sampling import new_seed, sampler
+
+        return self._pipe(
+            "sample", sampler(with_replacement, fraction, new_seed() if seed is None else seed)
+        )
 
     # ---- wide operations (shuffles) -----------------------------------------------------
 
@@ -399,17 +438,101 @@ class RDD:
         return result
 
     async def afold(self, zero_value: Any, f: Callable[[Any, Any], Any]) -> Any:
-        partial = self._pipe("fold", lambda _, it: [_fold(zero_value, f, it)])
-        return _fold(zero_value, f, (x for part in await partial._run() for x in part))
+        """Each partition folded with ``f`` from its own copy of ``zero_value``, then the
+        partitions' results folded from another copy (``f`` may update its first argument
+        in place, as Spark allows)."""
+        partial = self._pipe("fold", lambda _, it: [_fold(copy.deepcopy(zero_value), f, it)])
+        results = (x for part in await partial._run() for x in part)
+        return _fold(copy.deepcopy(zero_value), f, results)
+
+    async def aaggregate(
+        self, zero_value: Any, seq_op: Callable[[Any, Any], Any], comb_op: Callable[[Any, Any], Any]
+    ) -> Any:
+        """Each partition folded into a copy of ``zero_value`` with ``seq_op``, the results
+        merged with ``comb_op`` (Spark's aggregate)."""
+        partial = self._pipe(
+            "aggregate", lambda _, it: [_fold(copy.deepcopy(zero_value), seq_op, it)]
+        )
+        results = (x for part in await partial._run() for x in part)
+        return _fold(copy.deepcopy(zero_value), comb_op, results)
 
     async def asum(self) -> Any:
         return await self.afold(0, op.add)
 
     async def amax(self, key: Callable[[Any], Any] | None = None) -> Any:
-        return max(await self.acollect(), key=key)
+        """The largest record (by ``key``); ValueError for an empty RDD."""
+        return await self.areduce(functools.partial(_larger, key=key))
 
     async def amin(self, key: Callable[[Any], Any] | None = None) -> Any:
-        return min(await self.acollect(), key=key)
+        """The smallest record (by ``key``); ValueError for an empty RDD."""
+        return await self.areduce(functools.partial(_smaller, key=key))
+
+    async def astats(self) -> StatCounter:
+        """Count, mean, variance, min and max of numeric records in one pass."""
+        from .stats import StatCounter, partition_stats
+
+        counters = self.map_partitions(partition_stats)
+        total = StatCounter()
+        for part in await counters._run():
+            for counter in part:
+                total.merge_stats(counter)
+        return total
+
+    async def amean(self) -> float:
+        """The mean of numeric records (nan for an empty RDD)."""
+        return (await self.astats()).mean()
+
+    async def avariance(self) -> float:
+        """The population variance of numeric records."""
+        return (await self.astats()).variance()
+
+    async def astdev(self) -> float:
+        """The population standard deviation of numeric records."""
+        return (await self.astats()).stdev()
+
+    async def alookup(self, key: Any) -> list[Any]:
+        """The values of the (key, value) records whose key is ``key``."""
+        return await self.filter(lambda kv: kv[0] == key).values().acollect()
+
+    async def atake_sample(
+        self, with_replacement: bool, num: int, seed: int | None = None
+    ) -> list[Any]:
+        """``num`` records drawn at random (fewer if the RDD has fewer and no replacement),
+        in random order; the same ``seed`` gives the same sample."""
+        from .sampling import new_seed, take_sample_fraction
+
+        if num < 0:
+            raise ValueError(f"takeSample: num must be >= 0, got {num}")
+        rng = random.Random(new_seed() if seed is None else seed)
+        total = await self.acount()
+        if num == 0 or total == 0:
+            return []
+        if not with_replacement and num >= total:
+            records = await self.acollect()
+            rng.shuffle(records)
+            return records
+        fraction = take_sample_fraction(num, total, with_replacement)
+        records = await self.sample(with_replacement, fraction, rng.randrange(1 << 62)).acollect()
+        while len(records) < num:  # unlikely (0.01%): draw again
+            records = await self.sample(
+                with_replacement, fraction, rng.randrange(1 << 62)
+            ).acollect()
+        rng.shuffle(records)
+        return records[:num]
+
+    async def asave_as_text_file(self, path: str, compression_codec_class: str | None = None) -> None:
+        """Write the records as lines, one ``part-NNNNN`` file per partition, into the new
+        directory ``path`` (FileExistsError if it exists, as in Spark); Hadoop's GzipCodec
+        writes ``part-NNNNN.gz``."""
+        from .save import CODECS, asave, text_part_writer
+
+        if compression_codec_class is not None and compression_codec_class not in CODECS:
+            raise ValueError(
+                f"saveAsTextFile: unsupported codec {compression_codec_class!r}; "
+                f"supported: {', '.join(CODECS)}"
+            )
+        suffix = CODECS.get(compression_codec_class or "", "")
+        await asave(self, path, lambda d: text_part_writer(d, suffix), replace=False)
 
     async def aforeach_partition(self, f: Callable[[Iterator[Any]], Any]) -> None:
         await self._pipe("foreach_partition", lambda _, it: _drain(f(it)))._run()
@@ -470,6 +593,32 @@ class RDD:
 
     def min(self, key: Callable[[Any], Any] | None = None) -> Any:
         return self._runner.run_sync(self.amin(key))
+
+    def aggregate(
+        self, zero_value: Any, seq_op: Callable[[Any, Any], Any], comb_op: Callable[[Any, Any], Any]
+    ) -> Any:
+        return self._runner.run_sync(self.aaggregate(zero_value, seq_op, comb_op))
+
+    def stats(self) -> StatCounter:
+        return self._runner.run_sync(self.astats())
+
+    def mean(self) -> float:
+        return self._runner.run_sync(self.amean())
+
+    def variance(self) -> float:
+        return self._runner.run_sync(self.avariance())
+
+    def stdev(self) -> float:
+        return self._runner.run_sync(self.astdev())
+
+    def lookup(self, key: Any) -> list[Any]:
+        return self._runner.run_sync(self.alookup(key))
+
+    def take_sample(self, with_replacement: bool, num: int, seed: int | None = None) -> list[Any]:
+        return self._runner.run_sync(self.atake_sample(with_replacement, num, seed))
+
+    def save_as_text_file(self, path: str, compression_codec_class: str | None = None) -> None:
+        self._runner.run_sync(self.asave_as_text_file(path, compression_codec_class))
 
     def foreach_partition(self, f: Callable[[Iterator[Any]], Any]) -> None:
         self._runner.run_sync(self.aforeach_partition(f))
@@ -633,6 +782,14 @@ def _reduce_partition(f: Callable[[Any, Any], Any], it: Iterator[Any]) -> list[A
     for x in it:
         result = x if result is sentinel else f(result, x)
     return [] if result is sentinel else [result]
+
+
+def _larger(a: Any, b: Any, key: Callable[[Any], Any] | None) -> Any:
+    return max(a, b, key=key) if key is not None else max(a, b)
+
+
+def _smaller(a: Any, b: Any, key: Callable[[Any], Any] | None) -> Any:
+    return min(a, b, key=key) if key is not None else min(a, b)
 
 
 def _fold(zero: Any, f: Callable[[Any, Any], Any], it: Iterable[Any]) -> Any:

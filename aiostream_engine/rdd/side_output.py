@@ -56,6 +56,12 @@ def emit_side(output: SideOutput) -> None:
     collected.append(output)
 
 
+def running_task_outputs() -> list[SideOutput] | None:
+    """The side outputs of the task running here so far, or None outside a task (code that
+    behaves differently in a task: an accumulator adds to the task's own total)."""
+    return _COLLECTED.get()
+
+
 @contextmanager
 def collecting() -> Iterator[list[SideOutput]]:
     """Collect the side outputs emitted while the block runs (one task)."""
