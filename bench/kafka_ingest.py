@@ -16,10 +16,10 @@ to result, median of ``--repeats``:
 
 Targets (issue 12): Kafka >= 1.5x the hand-written loop and >= 0.5x the in-memory rate.
 
-Latency: a producer process (confluent-kafka) offers half the engine's Kafka rate for
-``--latency-seconds`` with 1 s batches; each reading carries its send time, and each batch's
-tasks return a sample of them (every 50th), so end-to-end latency = batch output done -
-send time, p50/p99 over the sample.
+Latency: a producer process (confluent-kafka) offers half, then a quarter, of the engine's
+Kafka rate for ``--latency-seconds`` with 1 s batches; each reading carries its send time,
+and each batch's tasks return a sample of them (every 50th), so end-to-end latency = batch
+output done - send time, p50/p99 over the sample.
 
 Bytes through the driver: the process pool's pipe traffic per batch, for batches of 10k and
 of N records: the tasks fetch from the broker, so what crosses the driver is the plans and
@@ -37,6 +37,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -183,8 +184,7 @@ async def hand_loop(bootstrap: str) -> tuple[float, dict[str, Any]]:
     return time.perf_counter() - start, totals
 
 
-async def latency(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
-    topic = "latency"
+async def latency(bootstrap: str, topic: str, rate: float, seconds: float) -> dict[str, Any]:
     await create_topic(bootstrap, topic, PARTITIONS)
     samples: list[float] = []
     async with StreamingContext(1.0, master="local[2]") as ssc:
@@ -249,9 +249,15 @@ async def run(count: int, repeats: int, latency_seconds: float) -> dict[str, Any
         small = [await driver_bytes(broker.bootstrap, 2_500) for _ in range(repeats)]
         large = [await driver_bytes(broker.bootstrap, per_partition) for _ in range(repeats)]
         kafka_rate = count / statistics.median(kafka_s)
-        lat = await latency(broker.bootstrap, kafka_rate / 2, latency_seconds)
+        lat = [
+            {"fraction": fraction, **await latency(
+                broker.bootstrap, f"latency-{i}", kafka_rate * fraction, latency_seconds
+            )}
+            for i, fraction in enumerate((0.5, 0.25))
+        ]
     finally:
-        broker.stop()
+        broker.kill()  # its data is not needed: saving millions of readings takes long
+        shutil.rmtree(workdir, ignore_errors=True)
     memory_rate = count / statistics.median(memory_s)
     loop_rate = count / statistics.median(loop_s)
     return {
@@ -300,7 +306,7 @@ async def driver_bytes(bootstrap: str, per_partition: int) -> int:
 def write(result: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "kafka_ingest.json").write_text(json.dumps(result, indent=2))
-    lat = result["latency"]
+    lats = result["latency"]
     bytes_ = result["driver_bytes_per_batch"]
     n = result["records"]
     lines = [
@@ -322,11 +328,20 @@ def write(result: dict[str, Any]) -> None:
         f"| hand-written aiokafka loop, 1 process | {result['hand_loop_per_s']:,.0f} | 1.00x | "
         f"{result['hand_loop_per_s'] / result['engine_memory_per_s']:.2f} | |",
         "",
-        f"End-to-end latency at half the engine's Kafka rate ({lat['offered_per_s']:,.0f} "
-        f"readings/s offered by a confluent-kafka producer process), 1 s batches, "
-        f"{lat['sampled']:,} sampled readings: p50 {lat['p50_s']:.3f} s, p99 "
-        f"{lat['p99_s']:.3f} s (target < 1.5 s: {'met' if lat['p99_s'] < 1.5 else 'missed'}), "
-        f"max {lat['max_s']:.3f} s; batch processing p50 {lat['processing_delay_p50_s']:.3f} s.",
+        "End-to-end latency (send to batch output done), 1 s batches, readings offered by a "
+        "confluent-kafka producer process on the same two cores (it takes a good part of one "
+        "at these rates), every 50th reading sampled; target: p99 < 1.5 s at half the "
+        "sustainable rate:",
+        "",
+        "| offered | fraction of the engine's Kafka rate above | p50 (s) | p99 (s) | max (s) "
+        "| batch processing p50 (s) | p99 < 1.5 s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *[
+            f"| {lat['offered_per_s']:,.0f}/s | {lat['fraction']:.2f} | {lat['p50_s']:.3f} | "
+            f"{lat['p99_s']:.3f} | {lat['max_s']:.3f} | {lat['processing_delay_p50_s']:.3f} | "
+            f"{'yes' if lat['p99_s'] < 1.5 else 'no'} |"
+            for lat in lats
+        ],
         "",
         "Bytes through the driver (process-pool pipes, both ways) per batch whose output "
         f"counts the parsed readings: {bytes_['10000']:,.0f} B for 10,000 readings, "

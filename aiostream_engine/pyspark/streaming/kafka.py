@@ -1,5 +1,7 @@
-"""``KafkaUtils``: PySpark 2.4's spelling of the Kafka streams, so ported jobs keep their
-calls (``from pyspark.streaming.kafka import KafkaUtils`` becomes an import of this).
+"""PySpark's ``pyspark.streaming.kafka`` (Spark 2.4's Kafka integration): ``KafkaUtils``,
+``OffsetRange``, ``TopicAndPartition``, ``KafkaMessageAndMetadata``, ``utf8_decoder``, so
+``from pyspark.streaming.kafka import KafkaUtils`` ports as
+``from aiostream_engine.pyspark.streaming.kafka import KafkaUtils``.
 
 * ``KafkaUtils.createDirectStream(ssc, topics, kafkaParams, fromOffsets=None,
   keyDecoder=utf8_decoder, valueDecoder=utf8_decoder, messageHandler=None)`` is
@@ -27,7 +29,12 @@ if TYPE_CHECKING:
     from aiostream_engine.dstream.base import DStream
     from aiostream_engine.sources.kafka import DirectKafkaInputDStream
 
-__all__ = ["KafkaUtils", "OffsetRange", "TopicAndPartition", "utf8_decoder"]
+#: PySpark's name of the record ``messageHandler`` receives.
+KafkaMessageAndMetadata = KafkaMessage
+
+__all__ = [
+    "KafkaMessageAndMetadata", "KafkaUtils", "OffsetRange", "TopicAndPartition", "utf8_decoder",
+]
 
 
 class KafkaUtils:
