@@ -27,6 +27,7 @@ from tests.kafka_brokers import (
     produce,
     unique_topic,
 )
+from tests.masters import MASTERS, resolve_master
 
 pytestmark = pytest.mark.anyio
 
@@ -124,14 +125,17 @@ async def test_partitions_added_while_running_are_read_from_their_beginning(
     assert sorted(out[1][1]) == ["p2-0", "p3-0", "p3-1", "p3-2"]
 
 
+@pytest.mark.parametrize("master", MASTERS)
 async def test_ten_thousand_records_through_map_reduce_equal_a_plain_count(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, master: str, request: pytest.FixtureRequest
 ) -> None:
+    """On every master: the tasks fetch their ranges where they run (a worker process, a
+    Dask worker, a thread of this process)."""
     topic = unique_topic()
     await create_topic(kafka_bootstrap, topic, 4)
     sent = [(i % 4, None, f"dev-{i % 37:02d}".encode()) for i in range(10_000)]
     await produce(kafka_bootstrap, topic, sent)
-    async with context("local[2]") as ssc:
+    async with context(resolve_master(request, master)) as ssc:
         stream = ssc.kafka_direct_stream(
             topic, {"bootstrap.servers": kafka_bootstrap, "auto.offset.reset": "earliest"}
         )
