@@ -207,3 +207,34 @@ async def test_a_worker_killed_while_fetching_reruns_its_range(
     assert ssc._runner.backend.replacements >= 1  # type: ignore[attr-defined]
     assert [len(batch) for batch in got] == [40, 20, 0]
     assert sorted(v for batch in got for v in batch) == list(range(60))
+
+
+async def test_a_broker_restarted_mid_stream_loses_and_doubles_nothing(
+    private_kafka_broker: NoidaKafka,
+) -> None:
+    """noida-db stopped (SIGTERM) after batch 1 and started again on the same port and data:
+    the batch cut while it is down reads nothing (the offsets stay where they were), the
+    next ones go on from there."""
+    import anyio.to_thread
+
+    broker = private_kafka_broker
+    topic = unique_topic()
+    await create_topic(broker.bootstrap, topic, 2)
+    await produce(broker.bootstrap, topic, [(i % 2, None, str(i).encode()) for i in range(10)])
+    async with context() as ssc:
+        stream = ssc.kafka_direct_stream(
+            topic, {"bootstrap.servers": broker.bootstrap, "auto.offset.reset": "earliest"}
+        )
+        out = collect_batches(stream.map(lambda kv: int(kv[1])))
+        await ssc.start()
+        await advance_batches(ssc, 1)
+        await anyio.to_thread.run_sync(broker.stop)
+        down = await advance_batches(ssc, 1)
+        await anyio.to_thread.run_sync(broker.start)
+        more = [(i % 2, None, str(i).encode()) for i in range(10, 20)]
+        await produce(broker.bootstrap, topic, more)
+        await advance_batches(ssc, 2)
+    assert sorted(v for _, batch in out for v in batch) == list(range(20))
+    assert [len(batch) for _, batch in out] == [10, 0, 10, 0]
+    assert "offsets_unavailable" in down[0].stream_id_to_input_info[0].metadata
+    assert stream.offset_lookup_failures == 1
