@@ -30,9 +30,11 @@ class SystemClock:
     """Wall-clock time (``time.time``), the default."""
 
     def now(self) -> float:
+        """Seconds since the epoch."""
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
+        """Sleep until wall time ``deadline``."""
         delay = deadline - time.time()
         if delay > 0:
             await anyio.sleep(delay)
@@ -54,9 +56,11 @@ class ManualClock:
         self.autojump = autojump
 
     def now(self) -> float:
+        """The manual time, in seconds."""
         return self._now
 
     async def sleep_until(self, deadline: float) -> None:
+        """Wait until the clock has been moved to ``deadline`` or past it."""
         if deadline <= self._now:
             await anyio.lowlevel.checkpoint()
             return
@@ -69,11 +73,13 @@ class ManualClock:
                 future.cancel()
 
     def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``, waking what waits until then."""
         if seconds < 0:
             raise ValueError("a ManualClock cannot go back in time")
         self.set_time(self._now + seconds)
 
     def set_time(self, t: float) -> None:
+        """Move the clock to ``seconds`` (never backwards), waking what waits until then."""
         if t < self._now:
             raise ValueError(f"a ManualClock cannot go back in time ({t} < {self._now})")
         self._now = t
@@ -83,6 +89,7 @@ class ManualClock:
                 future.set_result(None)
 
     def next_deadline(self) -> float | None:
+        """The earliest time something waits for, or None."""
         while self._waiters and self._waiters[0][2].done():
             heapq.heappop(self._waiters)
         return self._waiters[0][0] if self._waiters else None

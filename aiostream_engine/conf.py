@@ -279,6 +279,7 @@ class StreamingConf:
 
     @classmethod
     def keys(cls) -> list[str]:
+        """Every configuration key (snake_case)."""
         return [f.name for f in _settings(cls)]
 
     @classmethod
@@ -298,6 +299,8 @@ class StreamingConf:
 
     @classmethod
     def of(cls, values: Mapping[str, Any] | StreamingConf | None = None) -> StreamingConf:
+        """A conf from a mapping of keys (Spark names accepted, strings parsed) or a copy of a
+        conf."""
         if isinstance(values, StreamingConf):
             return values.copy()
         conf = cls()
@@ -315,6 +318,7 @@ class StreamingConf:
         return self
 
     def get(self, key: str) -> Any:
+        """A key's value (snake_case or Spark name)."""
         return getattr(self, self._resolve(key))
 
     def _resolve(self, key: str) -> str:
@@ -330,6 +334,7 @@ class StreamingConf:
         return next(f for f in _settings(cls) if f.name == name)
 
     def validate(self) -> None:
+        """Raise ConfigurationError for a value or combination that cannot work."""
         if self.block_interval <= 0:
             raise ConfigurationError(f"block_interval must be > 0, got {self.block_interval}")
         for name in ("block_queue_size", "task_max_failures", "concurrent_jobs",

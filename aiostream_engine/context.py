@@ -55,6 +55,8 @@ from .timeutil import to_ms, to_seconds
 from .ui import ui_enabled
 
 if TYPE_CHECKING:
+    import ssl
+
     from prometheus_client import CollectorRegistry
     from starlette.applications import Starlette
 
@@ -225,6 +227,7 @@ class StreamingContext:
 
     @property
     def batch_interval(self) -> float:
+        """Seconds between batches."""
         return to_seconds(self.batch_ms)
 
     @property
@@ -316,14 +319,50 @@ class StreamingContext:
         host: str,
         port: int = 1883,
         topics: str | Sequence[str] = (),
-        **options: Any,
+        *,
+        qos: int = 1,
+        client_id: str | None = None,
+        clean_start: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | bool | None = None,
+        decoder: str | Callable[[bytes], Any] = "json",
+        num_receivers: int = 1,
+        shared_group: str | None = None,
+        session_expiry: int | None = None,
+        max_block_records: int | None = None,
+        max_block_bytes: int | None = None,
+        max_inflight: int | None = None,
+        max_queued_bytes: int | None = None,
+        keepalive: int | None = None,
+        protocol: str | None = None,
     ) -> MqttStream:
-        """Messages from an MQTT broker (MQTT 5 or 3.1.1); ``options`` are those of
-        ``sources.mqtt.mqtt_stream`` (qos, client_id, clean_start, decoder, num_receivers,
-        shared_group, ...). The stream's ``dead_letters()`` holds undecodable payloads."""
+        """Messages from an MQTT broker (MQTT 5 or 3.1.1) on ``topics`` (filters).
+
+        ``qos``: the subscription's QoS (a message is acknowledged once its block is
+        stored). ``client_id`` and ``clean_start=False`` keep a persistent session across
+        reconnects; ``username``/``password``, ``tls`` (True: the system's CA store).
+        ``decoder``: "json", "text", "bytes" or a function of the payload; payloads it
+        refuses go to the stream's ``dead_letters()``. ``num_receivers`` > 1 spreads the
+        topics over that many receivers of the MQTT 5 shared subscription ``shared_group``.
+        Left at None, the receiver's defaults: ``session_expiry`` (seconds the broker keeps
+        the session), ``max_block_records`` / ``max_block_bytes`` (a block is cut sooner
+        when it reaches them), ``max_inflight`` (unacknowledged QoS>0 messages),
+        ``max_queued_bytes`` (buffered before the socket is read less), ``keepalive``
+        (seconds), ``protocol`` ("5" or "3.1.1"). See ``sources.mqtt``."""
         from .sources.mqtt import mqtt_stream
 
-        return mqtt_stream(self, host, port, topics, **options)
+        receiver_defaults = {
+            "session_expiry": session_expiry, "max_block_records": max_block_records,
+            "max_block_bytes": max_block_bytes, "max_inflight": max_inflight,
+            "max_queued_bytes": max_queued_bytes, "keepalive": keepalive, "protocol": protocol,
+        }
+        return mqtt_stream(
+            self, host, port, topics, qos=qos, client_id=client_id, clean_start=clean_start,
+            username=username, password=password, tls=tls, decoder=decoder,
+            num_receivers=num_receivers, shared_group=shared_group,
+            **{name: value for name, value in receiver_defaults.items() if value is not None},
+        )
 
     def kafka_direct_stream(
         self, topics: str | Sequence[str], kafka_params: dict[str, Any], **options: Any
@@ -355,6 +394,7 @@ class StreamingContext:
         return self.receiver_stream(simulator)
 
     def union(self, *streams: DStream) -> DStream:
+        """The records of every stream, batch by batch (they must slide alike)."""
         if not streams:
             raise ValueError("union needs at least one stream")
         return UnionDStream(self, list(streams))
@@ -372,9 +412,11 @@ class StreamingContext:
     # ---- observation --------------------------------------------------------------------
 
     def add_streaming_listener(self, listener: Any) -> None:
+        """Deliver listener events (batch submitted, started, completed, ...) to ``listener``."""
         self._bus.add(listener)
 
     def remove_streaming_listener(self, listener: Any) -> None:
+        """Stop delivering events to ``listener``."""
         self._bus.remove(listener)
 
     @property
@@ -384,6 +426,7 @@ class StreamingContext:
 
     @property
     def errors(self) -> list[BaseException]:
+        """Every error reported so far (failed jobs, in order)."""
         return list(self._errors)
 
     # ---- the web UI and metrics (aiostream_engine.ui, extra "ui") -----------------------
@@ -483,7 +526,7 @@ class StreamingContext:
         the batches that were pending at the crash."""
         stateful = list(stateful_streams(self._streams).values())
         for time_ms in plan.silent_times():
-            await self._receiver_tracker.allocate(time_ms)
+            await self._receiver_tracker.allocate(time_ms, live=False)
             await self._read_inputs(time_ms)
             for output in self._outputs:
                 output.dependencies[0].get_or_compute(time_ms)
@@ -578,7 +621,8 @@ class StreamingContext:
         return first if done is None else done + self.batch_ms
 
     async def _generate_batch(self, time_ms: int) -> None:
-        await self._receiver_tracker.allocate(time_ms)
+        replayed = self._recovery is not None and time_ms <= (self._recovery.last_generated_ms or 0)
+        await self._receiver_tracker.allocate(time_ms, live=not replayed)
         try:
             await self._read_inputs(time_ms)
             jobs = [job for out in self._outputs if (job := out.generate_job(time_ms))]

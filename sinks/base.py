@@ -80,6 +80,7 @@ class Sink(ABC):
 
     @property
     def is_open(self) -> bool:
+        """Whether ``open`` has run (and ``close`` has not) in this process."""
         return bool(self.__dict__.get(_OPEN))
 
     async def ensure_open(self) -> None:

@@ -112,6 +112,8 @@ class MqttSink(Sink):
         return f"mqtt://{self.host}:{self.port}"
 
     def topic_of(self, record: Any) -> str:
+        """The topic ``record`` is published to (the template filled in, or the function's
+        answer)."""
         return self.topic(record) if callable(self.topic) else format_topic(self.topic, record)
 
     async def open(self) -> None:

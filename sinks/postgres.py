@@ -121,6 +121,7 @@ class PostgresSink(Sink):
 
     @property
     def pool(self) -> asyncpg.Pool:
+        """The sink's connection pool (once open)."""
         if self._pool is None:
             raise RuntimeError(f"sink {self.name} is not open")
         return self._pool

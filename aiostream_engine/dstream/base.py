@@ -87,10 +87,12 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
 
     @property
     def context(self) -> StreamingContext:
+        """The StreamingContext the stream belongs to."""
         return self._ssc
 
     @property
     def slide_duration(self) -> float:
+        """Seconds between the stream's RDDs (the batch interval, or a window's slide)."""
         return to_seconds(self.slide_ms)
 
     @property
@@ -99,9 +101,11 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
         return 0
 
     def compute(self, time_ms: int) -> RDD | None:
+        """The RDD of batch ``time_ms`` (None: no RDD then); what a subclass implements."""
         raise NotImplementedError
 
     def initialize(self, zero_ms: int) -> None:
+        """Set the batch clock's zero time on this stream and its parents (at start)."""
         if self._zero_ms is not None:
             return
         self._zero_ms = zero_ms
@@ -115,12 +119,16 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
             parent.remember(self.remember_ms + self.parent_remember_ms)
 
     def is_time_valid(self, time_ms: int) -> bool:
+        """Whether the stream emits at ``time_ms``: a positive multiple of its slide after zero
+        time."""
         if self._zero_ms is None:
             return False
         since = time_ms - self._zero_ms
         return since > 0 and since % self.slide_ms == 0
 
     def get_or_compute(self, time_ms: int) -> RDD | None:
+        """The RDD of batch ``time_ms``, computed once and remembered; None when the stream
+        does not emit then."""
         if time_ms in self._generated:
             return self._generated[time_ms]
         if not self.is_time_valid(time_ms):
@@ -162,41 +170,50 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
     # ---- narrow transformations -------------------------------------------------------
 
     def map(self, f: Callable[[Any], Any], preserves_partitioning: bool = False) -> DStream:
+        """``f(record)`` for every record of every batch."""
         self._check(f, "map")
         return self._derive("map", lambda rdd: rdd.map(f))
 
     def flat_map(self, f: Callable[[Any], Iterable[Any]], preserves_partitioning: bool = False) -> DStream:
+        """Every item of ``f(record)`` for every record."""
         self._check(f, "flat_map")
         return self._derive("flat_map", lambda rdd: rdd.flat_map(f))
 
     def filter(self, f: Callable[[Any], bool]) -> DStream:
+        """The records for which ``f(record)`` is true."""
         self._check(f, "filter")
         return self._derive("filter", lambda rdd: rdd.filter(f))
 
     def map_partitions(
         self, f: Callable[[Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
     ) -> DStream:
+        """``f(records)`` -> records, per partition of every batch."""
         self._check(f, "map_partitions")
         return self._derive("map_partitions", lambda rdd: rdd.map_partitions(f))
 
     def map_partitions_with_index(
         self, f: Callable[[int, Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
     ) -> DStream:
+        """``f(partition index, records)`` -> records, per partition."""
         self._check(f, "map_partitions_with_index")
         return self._derive("map_partitions_with_index", lambda rdd: rdd.map_partitions_with_index(f))
 
     def map_values(self, f: Callable[[Any], Any]) -> DStream:
+        """``(key, f(value))`` for every (key, value) record."""
         self._check(f, "map_values")
         return self._derive("map_values", lambda rdd: rdd.map_values(f))
 
     def flat_map_values(self, f: Callable[[Any], Iterable[Any]]) -> DStream:
+        """``(key, item)`` for every item of ``f(value)``."""
         self._check(f, "flat_map_values")
         return self._derive("flat_map_values", lambda rdd: rdd.flat_map_values(f))
 
     def glom(self) -> DStream:
+        """One list per partition of every batch."""
         return self._derive("glom", lambda rdd: rdd.glom())
 
     def key_by(self, f: Callable[[Any], Any]) -> DStream:
+        """``(f(record), record)`` for every record."""
         self._check(f, "key_by")
         return self._derive("key_by", lambda rdd: rdd.key_by(f))
 
@@ -219,11 +236,13 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
         )
 
     def count_by_value(self, num_partitions: int | None = None) -> DStream:
+        """(record, count) of every distinct record of every batch."""
         return self.map(lambda x: (x, 1)).reduce_by_key(operator.add, num_partitions)
 
     def reduce_by_key(
         self, func: Callable[[Any, Any], Any], num_partitions: int | None = None
     ) -> DStream:
+        """Per batch and key, the values reduced with ``func``."""
         self._check(func, "reduce_by_key")
         return self._derive("reduce_by_key", lambda rdd: rdd.reduce_by_key(func, num_partitions))
 
@@ -234,6 +253,7 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
         merge_combiners: Callable[[Any, Any], Any],
         num_partitions: int | None = None,
     ) -> DStream:
+        """Per batch and key, values combined as ``RDD.combine_by_key`` does."""
         self._check((create_combiner, merge_value, merge_combiners), "combine_by_key")
         return self._derive(
             "combine_by_key",
@@ -243,17 +263,20 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
         )
 
     def group_by_key(self, num_partitions: int | None = None) -> DStream:
+        """Per batch, (key, list of its values)."""
         return self._derive("group_by_key", lambda rdd: rdd.group_by_key(num_partitions))
 
     def partition_by(
         self, num_partitions: int, partition_func: Callable[[Any], int] = stable_hash
     ) -> DStream:
+        """Every batch hash partitioned by key into ``num_partitions``."""
         self._check(partition_func, "partition_by")
         return self._derive(
             "partition_by", lambda rdd: rdd.partition_by(num_partitions, partition_func)
         )
 
     def repartition(self, num_partitions: int) -> DStream:
+        """Every batch spread evenly over ``num_partitions`` partitions."""
         return self._derive("repartition", lambda rdd: rdd.repartition(num_partitions))
 
     # ---- arbitrary RDD functions ----------------------------------------------------------
@@ -299,33 +322,41 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
         return TransformedDStream(self._ssc, [self, other], what, lambda rdds, _t: func(*rdds))
 
     def union(self, other: DStream) -> DStream:
+        """The records of both streams, batch by batch (same slide)."""
         from .transformed import UnionDStream
 
         self._require_same_slide(other, "union")
         return UnionDStream(self._ssc, [self, other])
 
     def cogroup(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        """Per batch, (key, (values here, values in ``other``)) for every key of either."""
         return self._binary(other, "cogroup", lambda a, b: a.cogroup(b, num_partitions=num_partitions))
 
     def join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        """Per batch, (key, (v, w)) for every pair of values of a key in both streams."""
         return self._binary(other, "join", lambda a, b: a.join(b, num_partitions))
 
     def left_outer_join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        """As ``join``, with (key, (v, None)) for keys only this stream has in the batch."""
         return self._binary(other, "left_outer_join", lambda a, b: a.left_outer_join(b, num_partitions))
 
     def right_outer_join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        """As ``join``, with (key, (None, w)) for keys only ``other`` has."""
         return self._binary(other, "right_outer_join", lambda a, b: a.right_outer_join(b, num_partitions))
 
     def full_outer_join(self, other: DStream, num_partitions: int | None = None) -> DStream:
+        """As ``join``, with None on the side that lacks a key."""
         return self._binary(other, "full_outer_join", lambda a, b: a.full_outer_join(b, num_partitions))
 
     # ---- persistence and history --------------------------------------------------------
 
     def cache(self) -> DStream:
+        """Cache every batch's RDD (read by several outputs or windows once)."""
         self._persist = True
         return self
 
     def persist(self, storage_level: Any = None) -> DStream:
+        """``cache()``; any ``storage_level`` is accepted."""
         return self.cache()
 
     def checkpoint(self, interval: float) -> DStream:
@@ -355,16 +386,20 @@ class DStream(WindowOperations, StateOperations, Generic[T]):
         ForEachDStream(self, func, "foreach_rdd", user_function=True)
 
     def pprint(self, num: int = 10) -> None:
+        """Print the first ``num`` records of every batch under a time header, as PySpark does."""
         from .output import pprint_batch
 
         self._output(pprint_batch(num), f"pprint({num})")
 
     def save_as_text_files(self, prefix: str, suffix: str | None = None) -> None:
+        """Write every batch as text into ``<prefix>-<batch ms>[.suffix]/part-NNNNN`` (atomic
+        per batch; a re-run batch replaces its directory)."""
         from .output import save_batch
 
         self._output(save_batch(prefix, suffix, text=True), "save_as_text_files")
 
     def save_as_object_files(self, prefix: str, suffix: str | None = None) -> None:
+        """Write every batch as pickled lists into ``<prefix>-<batch ms>[.suffix]/part-NNNNN``."""
         from .output import save_batch
 
         self._output(save_batch(prefix, suffix, text=False), "save_as_object_files")

@@ -93,9 +93,11 @@ class State:
         self._timing_out = timing_out
 
     def exists(self) -> bool:
+        """Whether the key has a state."""
         return self._defined
 
     def get(self) -> Any:
+        """The key's state; LookupError if it has none."""
         if not self._defined:
             raise LookupError(
                 f"map_with_state: key {self._key!r} has no state (check state.exists() first)"
@@ -107,6 +109,7 @@ class State:
         return self._value if self._defined else default
 
     def update(self, value: Any) -> None:
+        """Set the key's state (not allowed while it is timing out)."""
         if self._timing_out:
             raise RuntimeError(
                 f"map_with_state: cannot update the state of key {self._key!r}: it is timing "
@@ -131,6 +134,7 @@ class State:
         self._removed = True
 
     def is_timing_out(self) -> bool:
+        """Whether this is the key's last call, made because it timed out."""
         return self._timing_out
 
     def __repr__(self) -> str:

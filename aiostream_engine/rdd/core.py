@@ -139,6 +139,12 @@ class RDD(Generic[T]):
         """The partitions' records on the driver (checkpoints; rare for cached data)."""
         return await self._runner.run_tasks(await self._plans(), f"{self.name} (fetch)")
 
+    @property
+    def context(self) -> TaskRunner:
+        """What runs this RDD's tasks (PySpark's ``rdd.context``): it also makes RDDs,
+        broadcasts and accumulators."""
+        return self._runner
+
     def get_num_partitions(self) -> int:
         """How many partitions the RDD has."""
         return self.num_partitions
@@ -154,11 +160,14 @@ class RDD(Generic[T]):
     def map_partitions_with_index(
         self, f: Callable[[int, Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
     ) -> RDD:
+        """``f(partition index, records)`` -> records, per partition (fused with neighbouring
+        narrow steps into one task)."""
         return self._pipe("map_partitions_with_index", f)
 
     def map_partitions(
         self, f: Callable[[Iterator[Any]], Iterable[Any]], preserves_partitioning: bool = False
     ) -> RDD:
+        """``f(records)`` -> records, per partition."""
         return self._pipe("map_partitions", lambda _, it: f(it))
 
     def _each(self, operator: str, f: Callable[..., Any] | None = None) -> RDD:
@@ -166,33 +175,43 @@ class RDD(Generic[T]):
         return PipelinedRDD(self, record_stage(RecordStep(operator, f)))
 
     def map(self, f: Callable[[Any], Any], preserves_partitioning: bool = False) -> RDD:
+        """``f(record)`` for every record."""
         return self._each("map", f)
 
     def flat_map(self, f: Callable[[Any], Iterable[Any]], preserves_partitioning: bool = False) -> RDD:
+        """Every item of ``f(record)`` for every record."""
         return self._each("flat_map", f)
 
     def filter(self, f: Callable[[Any], bool]) -> RDD:
+        """The records for which ``f(record)`` is true."""
         return self._each("filter", f)
 
     def map_values(self, f: Callable[[Any], Any]) -> RDD:
+        """``(key, f(value))`` for every (key, value) record."""
         return self._each("map_values", f)
 
     def flat_map_values(self, f: Callable[[Any], Iterable[Any]]) -> RDD:
+        """``(key, item)`` for every item of ``f(value)`` of every (key, value) record."""
         return self._each("flat_map_values", f)
 
     def key_by(self, f: Callable[[Any], Any]) -> RDD:
+        """``(f(record), record)`` for every record."""
         return self._each("key_by", f)
 
     def glom(self) -> RDD:
+        """One list per partition, holding the partition's records."""
         return self._pipe("glom", lambda _, it: [list(it)])
 
     def keys(self) -> RDD:
+        """The keys of (key, value) records."""
         return self._each("keys")
 
     def values(self) -> RDD:
+        """The values of (key, value) records."""
         return self._each("values")
 
     def union(self, other: RDD) -> RDD:
+        """The records of both RDDs (their partitions side by side, no shuffle)."""
         return UnionRDD([self, other])
 
     def cartesian(self, other: RDD) -> RDD:
@@ -238,6 +257,9 @@ class RDD(Generic[T]):
         num_partitions: int | None = None,
         partition_func: Callable[[Any], int] = stable_hash,
     ) -> RDD:
+        """Per key, values combined: ``create_combiner(v)`` for a key's first value in a
+        partition, ``merge_value(c, v)`` for the next, ``merge_combiners(c1, c2)``
+        across partitions; hash partitioned into ``num_partitions``."""
         n = self._parallelism(num_partitions)
         write = ShuffleWrite(n, "combine_by_key", partition_func, create_combiner, merge_value)
         return ShuffledRDD(self, write, merge_combiners_by(merge_combiners), "combine_by_key")
@@ -248,6 +270,7 @@ class RDD(Generic[T]):
         num_partitions: int | None = None,
         partition_func: Callable[[Any], int] = stable_hash,
     ) -> RDD:
+        """Per key, the values reduced with ``func`` (combined on the map side first)."""
         n = self._parallelism(num_partitions)
         write = ShuffleWrite(n, "reduce_by_key", partition_func, _identity, func)
         return ShuffledRDD(self, write, merge_combiners_by(func), "reduce_by_key")
@@ -282,6 +305,7 @@ class RDD(Generic[T]):
         self, num_partitions: int | None = None, partition_func: Callable[[Any], int] = stable_hash
     ) -> RDD:
         # Like Spark, no map-side combine: grouping into lists saves nothing.
+        """(key, list of its values) per key; no map-side combine, as in Spark."""
         write = ShuffleWrite(self._parallelism(num_partitions), "group_by_key", partition_func)
         return ShuffledRDD(self, write, group_values, "group_by_key")
 
@@ -297,19 +321,24 @@ class RDD(Generic[T]):
     def partition_by(
         self, num_partitions: int | None, partition_func: Callable[[Any], int] = stable_hash
     ) -> RDD:
+        """The records hash partitioned by key into ``num_partitions`` partitions."""
         write = ShuffleWrite(self._parallelism(num_partitions), "partition_by", partition_func)
         return ShuffledRDD(self, write, concat, "partition_by")
 
     def repartition(self, num_partitions: int) -> RDD:
+        """The records spread evenly over ``num_partitions`` partitions (a shuffle)."""
         if num_partitions < 1:
             raise ValueError(f"repartition needs at least one partition, got {num_partitions}")
         write = ShuffleWrite(num_partitions, "repartition", by_position=True)
         return ShuffledRDD(self, write, concat, "repartition")
 
     def coalesce(self, num_partitions: int, shuffle: bool = False) -> RDD:
+        """The records in ``num_partitions`` partitions (a shuffle here, whatever ``shuffle``
+        says)."""
         return self.repartition(num_partitions)
 
     def distinct(self, num_partitions: int | None = None) -> RDD:
+        """Each distinct record once."""
         return (
             self.map(lambda x: (x, None))
             .reduce_by_key(lambda a, _: a, num_partitions)
@@ -328,26 +357,31 @@ class RDD(Generic[T]):
     group_with = cogroup
 
     def join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        """(key, (v, w)) for every pair of values of a key present in both RDDs."""
         return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
             lambda vw: ((v, w) for v in vw[0] for w in vw[1])
         )
 
     def left_outer_join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        """As ``join``, with (key, (v, None)) for keys only this RDD has."""
         return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
             lambda vw: ((v, w) for v in vw[0] for w in (vw[1] or [None]))
         )
 
     def right_outer_join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        """As ``join``, with (key, (None, w)) for keys only ``other`` has."""
         return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
             lambda vw: ((v, w) for v in (vw[0] or [None]) for w in vw[1])
         )
 
     def full_outer_join(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        """As ``join``, with None on the side that lacks a key."""
         return self.cogroup(other, num_partitions=num_partitions).flat_map_values(
             lambda vw: ((v, w) for v in (vw[0] or [None]) for w in (vw[1] or [None]))
         )
 
     def subtract_by_key(self, other: RDD, num_partitions: int | None = None) -> RDD:
+        """The (key, value) records whose key ``other`` does not have."""
         return self.cogroup(other, num_partitions=num_partitions).flat_map(
             lambda kv: ((kv[0], v) for v in kv[1][0]) if not kv[1][1] else ()
         )
@@ -370,10 +404,13 @@ class RDD(Generic[T]):
     # ---- persistence --------------------------------------------------------------------
 
     def cache(self) -> RDD:
+        """Keep the partitions where their tasks computed them once computed (see ``persist``)."""
         self._persisted = True
         return self
 
     def persist(self, storage_level: Any = None) -> RDD:
+        """Cache the RDD (any ``storage_level`` is accepted: blocks stay with the tasks that
+        made them, with a disk copy on local[N])."""
         return self.cache()
 
     def unpersist(self, blocking: bool = False) -> RDD:
@@ -384,6 +421,7 @@ class RDD(Generic[T]):
 
     @property
     def is_cached(self) -> bool:
+        """Whether the RDD is cached."""
         return self._persisted
 
     # ---- actions: async ------------------------------------------------------------------
@@ -393,12 +431,15 @@ class RDD(Generic[T]):
         return await self._runner.run_tasks(plans, what or self.name)
 
     async def acollect_partitions(self) -> list[list[Any]]:
+        """Every partition's records, as a list per partition."""
         return await self._run()
 
     async def acollect(self) -> list[Any]:
+        """Every record, on the driver (awaitable form of ``collect``)."""
         return [x for part in await self._run() for x in part]
 
     async def acount(self) -> int:
+        """How many records (counted in the tasks)."""
         counted = self._pipe("count", lambda _, it: [sum(1 for _ in it)])
         return sum(x for part in await counted._run() for x in part)
 
@@ -419,15 +460,19 @@ class RDD(Generic[T]):
         return taken[:num]
 
     async def afirst(self) -> Any:
+        """The first record; ValueError for an empty RDD."""
         got = await self.atake(1)
         if not got:
             raise ValueError("RDD is empty")
         return got[0]
 
     async def ais_empty(self) -> bool:
+        """Whether the RDD has no record (computes as few partitions as it can)."""
         return not await self.atake(1)
 
     async def areduce(self, f: Callable[[Any, Any], Any]) -> Any:
+        """The records reduced with ``f`` (per partition in the tasks, then on the driver);
+        ValueError for an empty RDD."""
         partial = self._pipe("reduce", lambda _, it: _reduce_partition(f, it))
         values = [x for part in await partial._run() for x in part]
         if not values:
@@ -457,6 +502,7 @@ class RDD(Generic[T]):
         return _fold(copy.deepcopy(zero_value), comb_op, results)
 
     async def asum(self) -> Any:
+        """The sum of the records."""
         return await self.afold(0, op.add)
 
     async def amax(self, key: Callable[[Any], Any] | None = None) -> Any:
@@ -535,12 +581,15 @@ class RDD(Generic[T]):
         await asave(self, path, lambda d: text_part_writer(d, suffix), replace=False)
 
     async def aforeach_partition(self, f: Callable[[Iterator[Any]], Any]) -> None:
+        """Run ``f(records)`` for every partition, in the tasks."""
         await self._pipe("foreach_partition", lambda _, it: _drain(f(it)))._run()
 
     async def aforeach(self, f: Callable[[Any], Any]) -> None:
+        """Run ``f(record)`` for every record, in the tasks."""
         await self._pipe("foreach", lambda _, it: _drain(f(x) for x in it))._run()
 
     async def acount_by_value(self) -> dict[Any, int]:
+        """How often each distinct record occurs, as a dict on the driver."""
         counted = self._pipe("count_by_value", lambda _, it: _count_partition(it).items())
         totals: defaultdict[Any, int] = defaultdict(int)
         for part in await counted._run():
@@ -549,96 +598,127 @@ class RDD(Generic[T]):
         return totals
 
     async def acount_by_key(self) -> dict[Any, int]:
+        """How many records each key has, as a dict on the driver."""
         return await self.keys().acount_by_value()
 
     async def acollect_as_map(self) -> dict[Any, Any]:
+        """The (key, value) records as a dict (a later value of a key wins)."""
         return dict(await self.acollect())
 
     async def atake_ordered(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        """The ``num`` smallest records (by ``key``), ascending."""
         partial = self._pipe("take_ordered", lambda _, it: heapq.nsmallest(num, it, key=key))
         return heapq.nsmallest(num, await partial.acollect(), key=key)
 
     async def atop(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        """The ``num`` largest records (by ``key``), descending."""
         partial = self._pipe("top", lambda _, it: heapq.nlargest(num, it, key=key))
         return heapq.nlargest(num, await partial.acollect(), key=key)
 
     # ---- actions: blocking (off the event loop) ------------------------------------------
 
     def collect(self) -> list[Any]:
+        """Every record, on the driver (blocking: call it off the event loop)."""
         return self._runner.run_sync(self.acollect())
 
     def count(self) -> int:
+        """How many records (blocking)."""
         return self._runner.run_sync(self.acount())
 
     def take(self, num: int) -> list[Any]:
+        """The first ``num`` records (blocking; see ``atake``)."""
         return self._runner.run_sync(self.atake(num))
 
     def first(self) -> Any:
+        """The first record (blocking); ValueError for an empty RDD."""
         return self._runner.run_sync(self.afirst())
 
     def is_empty(self) -> bool:
+        """Whether the RDD has no record (blocking)."""
         return self._runner.run_sync(self.ais_empty())
 
     def reduce(self, f: Callable[[Any, Any], Any]) -> Any:
+        """The records reduced with ``f`` (blocking; see ``areduce``)."""
         return self._runner.run_sync(self.areduce(f))
 
     def fold(self, zero_value: Any, f: Callable[[Any, Any], Any]) -> Any:
+        """The records folded with ``f`` from ``zero_value`` (blocking; see ``afold``)."""
         return self._runner.run_sync(self.afold(zero_value, f))
 
     def sum(self) -> Any:
+        """The sum of the records (blocking)."""
         return self._runner.run_sync(self.asum())
 
     def max(self, key: Callable[[Any], Any] | None = None) -> Any:
+        """The largest record, by ``key`` (blocking)."""
         return self._runner.run_sync(self.amax(key))
 
     def min(self, key: Callable[[Any], Any] | None = None) -> Any:
+        """The smallest record, by ``key`` (blocking)."""
         return self._runner.run_sync(self.amin(key))
 
     def aggregate(
         self, zero_value: Any, seq_op: Callable[[Any, Any], Any], comb_op: Callable[[Any, Any], Any]
     ) -> Any:
+        """``seq_op`` per partition from a copy of ``zero_value``, ``comb_op`` across
+        partitions (blocking; see ``aaggregate``)."""
         return self._runner.run_sync(self.aaggregate(zero_value, seq_op, comb_op))
 
     def stats(self) -> StatCounter:
+        """Count, mean, variance, min and max of numeric records (blocking)."""
         return self._runner.run_sync(self.astats())
 
     def mean(self) -> float:
+        """The mean of numeric records (blocking)."""
         return self._runner.run_sync(self.amean())
 
     def variance(self) -> float:
+        """The population variance of numeric records (blocking)."""
         return self._runner.run_sync(self.avariance())
 
     def stdev(self) -> float:
+        """The population standard deviation of numeric records (blocking)."""
         return self._runner.run_sync(self.astdev())
 
     def lookup(self, key: Any) -> list[Any]:
+        """The values of key ``key`` (blocking)."""
         return self._runner.run_sync(self.alookup(key))
 
     def take_sample(self, with_replacement: bool, num: int, seed: int | None = None) -> list[Any]:
+        """``num`` records drawn at random (blocking; see ``atake_sample``)."""
         return self._runner.run_sync(self.atake_sample(with_replacement, num, seed))
 
     def save_as_text_file(self, path: str, compression_codec_class: str | None = None) -> None:
+        """Write the records as text files into the new directory ``path`` (blocking; see
+        ``asave_as_text_file``)."""
         self._runner.run_sync(self.asave_as_text_file(path, compression_codec_class))
 
     def foreach_partition(self, f: Callable[[Iterator[Any]], Any]) -> None:
+        """Run ``f(records)`` for every partition, in the tasks (blocking)."""
         self._runner.run_sync(self.aforeach_partition(f))
 
     def foreach(self, f: Callable[[Any], Any]) -> None:
+        """Run ``f(record)`` for every record, in the tasks (blocking)."""
         self._runner.run_sync(self.aforeach(f))
 
     def count_by_value(self) -> dict[Any, int]:
+        """How often each distinct record occurs (blocking)."""
         return self._runner.run_sync(self.acount_by_value())
 
     def count_by_key(self) -> dict[Any, int]:
+        """How many records each key has (blocking)."""
         return self._runner.run_sync(self.acount_by_key())
 
     def collect_as_map(self) -> dict[Any, Any]:
+        """The (key, value) records as a dict (blocking)."""
         return self._runner.run_sync(self.acollect_as_map())
 
     def take_ordered(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        """The ``num`` smallest records, by ``key`` (blocking)."""
         return self._runner.run_sync(self.atake_ordered(num, key))
 
     def top(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
+        """The ``num`` largest records, by ``key`` (blocking)."""
         return self._runner.run_sync(self.atop(num, key))
 
 

@@ -56,10 +56,12 @@ class Receiver:
 
     @property
     def display_name(self) -> str:
+        """The receiver's name for listeners and the UI."""
         return self.name or type(self).__name__
 
     @property
     def clock(self) -> Clock:
+        """The context's clock (a ManualClock in tests)."""
         return self._require_supervisor().clock
 
     @property
@@ -120,4 +122,5 @@ class Receiver:
 
     @property
     def is_stopped(self) -> bool:
+        """Whether the receiver has been asked to stop."""
         return self._supervisor is None or self._supervisor.stopping

@@ -122,14 +122,19 @@ class ReceiverTracker:
 
     # ---- allocation ---------------------------------------------------------------------
 
-    async def allocate(self, time_ms: int) -> None:
+    async def allocate(self, time_ms: int, live: bool = True) -> None:
         """Assign every block not yet allocated to the batch at ``time_ms`` (or, for a batch
-        recovered from the log, the blocks it had)."""
+        recovered from the log, the blocks it had). A batch of before a restart (``live``
+        False) gets only what the log gave back: blocks received since belong to the
+        batches to come, not to a past batch replayed (without output, or with it)."""
         restored = self._restored.pop(time_ms, {})
         allocation: dict[int, list[Block]] = {}
         for stream_id, generator in self.generators.items():
             if stream_id in restored:
                 allocation[stream_id] = restored.pop(stream_id)
+                continue
+            if not live:
+                allocation[stream_id] = []
                 continue
             allocation[stream_id] = await generator.take_blocks()
             self.allocated_through[stream_id] = generator.next_block_id

@@ -21,6 +21,7 @@ class OutputOperationInfo:
 
     @property
     def duration(self) -> float | None:
+        """Seconds the operation ran; None until it has ended."""
         if self.start_time is None or self.end_time is None:
             return None
         return self.end_time - self.start_time
@@ -53,30 +54,36 @@ class BatchInfo:
 
     @property
     def stream_id_to_num_records(self) -> dict[int, int]:
+        """Records per input stream id."""
         return {i: info.num_records for i, info in self.stream_id_to_input_info.items()}
 
     @property
     def num_records(self) -> int:
+        """Records of the batch from every input stream."""
         return sum(info.num_records for info in self.stream_id_to_input_info.values())
 
     @property
     def scheduling_delay(self) -> float | None:
+        """Seconds from submission to the first job's start; None until then."""
         if self.processing_start_time is None:
             return None
         return self.processing_start_time - self.submission_time
 
     @property
     def processing_delay(self) -> float | None:
+        """Seconds from the first job's start to the last job's end; None until then."""
         if self.processing_start_time is None or self.processing_end_time is None:
             return None
         return self.processing_end_time - self.processing_start_time
 
     @property
     def total_delay(self) -> float | None:
+        """Scheduling plus processing delay; None until the batch has ended."""
         if self.scheduling_delay is None or self.processing_delay is None:
             return None
         return self.scheduling_delay + self.processing_delay
 
     @property
     def failed(self) -> bool:
+        """Whether an output operation of the batch failed."""
         return any(o.failure_reason for o in self.output_operation_infos.values())

@@ -93,15 +93,32 @@ _HANDLERS: dict[type, tuple[str, str]] = {
 class StreamingListener:
     """Override any of these; each may be ``async def``."""
 
-    def on_streaming_started(self, event: StreamingStarted) -> Any: ...
-    def on_receiver_started(self, event: ReceiverStarted) -> Any: ...
-    def on_receiver_error(self, event: ReceiverError) -> Any: ...
-    def on_receiver_stopped(self, event: ReceiverStopped) -> Any: ...
-    def on_batch_submitted(self, event: BatchSubmitted) -> Any: ...
-    def on_batch_started(self, event: BatchStarted) -> Any: ...
-    def on_batch_completed(self, event: BatchCompleted) -> Any: ...
-    def on_output_operation_started(self, event: OutputOperationStarted) -> Any: ...
-    def on_output_operation_completed(self, event: OutputOperationCompleted) -> Any: ...
+    def on_streaming_started(self, event: StreamingStarted) -> Any:
+        """The context has started."""
+
+    def on_receiver_started(self, event: ReceiverStarted) -> Any:
+        """A receiver has started."""
+
+    def on_receiver_error(self, event: ReceiverError) -> Any:
+        """A receiver reported an error."""
+
+    def on_receiver_stopped(self, event: ReceiverStopped) -> Any:
+        """A receiver has stopped."""
+
+    def on_batch_submitted(self, event: BatchSubmitted) -> Any:
+        """A batch's jobs were submitted to the scheduler."""
+
+    def on_batch_started(self, event: BatchStarted) -> Any:
+        """A batch's first job started."""
+
+    def on_batch_completed(self, event: BatchCompleted) -> Any:
+        """Every job of a batch has ended (``event.batch_info`` has its delays)."""
+
+    def on_output_operation_started(self, event: OutputOperationStarted) -> Any:
+        """An output operation of a batch started."""
+
+    def on_output_operation_completed(self, event: OutputOperationCompleted) -> Any:
+        """An output operation of a batch ended (``failure_reason`` says if it failed)."""
 
 
 class ListenerBus:
