@@ -7,6 +7,7 @@ lag monitor runs on the engine's own loop for the whole size run.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from typing import Any
@@ -40,16 +41,34 @@ async def _collect(rdd: Any) -> None:
 
 
 class _Listener:
-    def __init__(self, tracker: BatchTracker) -> None:
+    def __init__(self, tracker: BatchTracker, traffic: Any = None) -> None:
         self.tracker = tracker
         self.first_completed: float | None = None
         self.done = anyio.Event()
+        self._traffic = traffic  # the backend's byte counters, where it has them
+        self._last_bytes = self._bytes()
+        self.batch_bytes: list[int] = []
+
+    def _bytes(self) -> int:
+        traffic = self._traffic
+        return 0 if traffic is None else traffic.sent + traffic.received
 
     def on_batch_completed(self, event: Any) -> None:
         if self.first_completed is None:
             self.first_completed = time.perf_counter()
+        now = self._bytes()
+        self.batch_bytes.append(now - self._last_bytes)
+        self._last_bytes = now
         if self.tracker.add(event.batch_info.processing_delay or 0.0):
             self.done.set()
+
+    def driver_bytes(self) -> dict[str, Any]:
+        """Median bytes between the driver and the workers per measured batch (pipes on
+        local[N], plans, scatters and results on Dask; none on local)."""
+        measured = self.batch_bytes[self.tracker.warmup :]
+        if self._traffic is None or not measured:
+            return {}
+        return {"driver_bytes_per_batch": statistics.median(measured)}
 
 
 class EngineSession:
@@ -69,12 +88,13 @@ class EngineSession:
 
     async def _run(self, job: Job, lines: list[str], size: int) -> SizeResult:
         plan = job.plan
-        listener = _Listener(BatchTracker(plan, job.workload))
         lag = LoopLagMonitor()
         wall_start, t0 = time.time(), time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as checkpoint_dir:
             async with anyio.create_task_group() as tg:
                 async with StreamingContext(plan.interval, master=self.master, conf=bench_conf()) as ssc:
+                    traffic = getattr(ssc.spark_context.backend, "traffic", None)
+                    listener = _Listener(BatchTracker(plan, job.workload), traffic)
                     if job.workload == "W3":
                         ssc.checkpoint(checkpoint_dir)
                     sc = ssc.spark_context
@@ -100,6 +120,7 @@ class EngineSession:
             wall=(wall_start, time.time()),
             extra={
                 **lag.summary(),
+                **listener.driver_bytes(),
                 "start_call_s": started,
                 "errors": [str(e) for e in ssc.errors][:3],
             },

@@ -10,6 +10,8 @@ module-level so that cloudpickle ships them by reference (workers import ``bench
 - W3 windowed: W2's keyed pairs, then reduce_by_key_and_window(add, subtract) over 30
   batches sliding by one, with checkpointing.
 - W4 latency: W2 readings from a receiver (see ``bench.latency``).
+- W2S: W2's keyed pairs grouped by device, no map-side combine: every pair crosses the
+  shuffle (``bench.dask_scaling``: bytes through the driver against shuffle size).
 """
 
 from __future__ import annotations
@@ -182,4 +184,6 @@ def build_pipeline(workload: str, stream: Any, interval: float, window_batches: 
     if workload == "W3":
         window = window_batches * interval
         return pairs.reduceByKeyAndWindow(add_pair, sub_pair, window, interval)
+    if workload == "W2S":  # every pair through the shuffle (bench.dask_scaling)
+        return pairs.groupByKey().mapValues(len)
     raise ValueError(f"unknown workload {workload!r}")

@@ -66,7 +66,8 @@ class DaskCluster:
         self.scheduler_file.unlink(missing_ok=True)
         self.scheduler = self._spawn(
             ["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--no-dashboard", "--scheduler-file", str(self.scheduler_file)],
+             "--no-dashboard", "--dashboard-address", "127.0.0.1:0",  # not 8787
+             "--scheduler-file", str(self.scheduler_file)],
             "scheduler.log",
         )
         self._await(lambda: self.scheduler_file.exists(), "the scheduler file", self.scheduler)

@@ -10,16 +10,17 @@ Where data lives decides whether a cluster helps at all:
 
 - Input partitions (receiver blocks, ``parallelize``, queue items) are pickled once, slice
   by slice between event-loop turns, and scattered to the workers in one call per RDD
-  (``share``); tasks name them. A partition under ``EMBED_BYTES`` pickled rides inside its
-  task's plan instead: a scatter costs a round trip, sending a few kilobytes twice does not.
+  (``share``); tasks name them. A partition of an RDD one job reads (a received block, a
+  queue item) that pickles to under ``EMBED_BYTES`` rides inside its task's plan instead:
+  a scatter costs a round trip, sending a few kilobytes once more does not.
 - A shuffle map task's output stays on the worker that computed it: one small Dask task per
   bucket picks the bucket out there, and each reduce task depends on its buckets, which Dask
   moves worker to worker. The driver receives only the map task's summary, so the bytes
   through the driver per batch do not grow with the shuffle.
 - Cached blocks (state, window intermediates, ``cache()``) are Dask data under the block's
   id. The task that computes one stores it in its worker process (``block_store``, with a
-  disk copy); the driver then publishes it as Dask data on that worker (``publish_block``),
-  and places every task reading a block where the block lives.
+  disk copy); the driver then publishes it as Dask data on that worker (``publish_block``).
+  Tasks that read or store partition i's blocks run on partition i's home worker.
 
 Losing a worker: Dask reruns the tasks it was running elsewhere. A block it held comes back
 from its disk copy: the Dask task behind a block is "read this block", with no lineage, so
@@ -70,6 +71,7 @@ from ..process_pool import Traffic
 from ..protocol import SLICE
 from . import on_worker
 from .local_cluster import start_local_cluster
+from .scheduler_plugin import ReviveLooseTasks
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +160,6 @@ class DaskBackend:
         self._workers_at = 0.0
         self._lock = threading.Lock()  # release_blocks runs in finalizers, any thread
         self._blocks: dict[str, Future] = {}
-        self._homes: dict[str, str] = {}  # block id -> address of the worker holding it
         self._py_files: list[str] = []
         self.traffic = Traffic()
 
@@ -195,6 +196,7 @@ class DaskBackend:
                 address = self._cluster.scheduler_address
             assert address is not None
             self._client = await self._connect(address)
+            await self._client.register_plugin(ReviveLooseTasks())
             await self._await_workers(self._local_workers or 1)
             for path in self._py_files:
                 await self._client.upload_file(path)
@@ -268,7 +270,6 @@ class DaskBackend:
         cluster, self._cluster = self._cluster, None
         with self._lock:
             self._blocks.clear()
-            self._homes.clear()
         with anyio.CancelScope(shield=True):
             if client is not None:
                 with anyio.move_on_after(10):
@@ -288,7 +289,6 @@ class DaskBackend:
         with self._lock:
             for ref in refs:
                 self._blocks.pop(ref.id, None)
-                self._homes.pop(ref.id, None)
 
     def _publish(self, ref: BlockRef, worker: str) -> None:
         """Block ``ref``, just stored by a task on ``worker``, becomes Dask data there."""
@@ -298,19 +298,19 @@ class DaskBackend:
         )
         with self._lock:
             self._blocks[ref.id] = future
-            self._homes[ref.id] = worker
 
     # ---- input partitions -----------------------------------------------------------------
 
     async def share(self, partitions: list[list[Any]], reusable: bool) -> list[TaskInput | None]:
-        """Every partition pickled once; the larger ones scattered in one call."""
+        """Every partition pickled once, and scattered (in one call) unless it is small
+        and read by one job."""
         shared: list[TaskInput | None] = [None] * len(partitions)
         scatter: dict[str, tuple[bytes, ...]] = {}
         for i, records in enumerate(partitions):
             if not records:
                 continue  # an empty RecordsInput costs nothing to send
             chunks = tuple(await _pickled_slices(records))
-            if sum(map(len, chunks)) < EMBED_BYTES:
+            if not reusable and sum(map(len, chunks)) < EMBED_BYTES:
                 shared[i] = RecordSlices(list(chunks))
             else:
                 scatter[f"aiostream-input-{uuid.uuid4().hex}-{i}"] = chunks
@@ -482,14 +482,11 @@ class DaskBackend:
             await self._submit_map(output, submission, await self._placement(output.plan))
 
     async def _placement(self, plan: TaskPlan) -> list[str] | None:
-        """Where the task should run: on the worker holding the blocks it reads; for a
-        task that stores partition i's first block, on partition i's home worker; else
-        wherever Dask puts it (next to its input)."""
-        with self._lock:
-            for ref in _block_refs(plan):
-                home = self._homes.get(ref.id)
-                if home is not None:
-                    return [home]
+        """Where a task that reads or stores partition i's blocks runs: partition i's home
+        worker (the i-th of the sorted workers, modulo their number), as local[N] gives
+        partition i a slot. Its blocks were stored there, so they are read in place; after
+        the workers changed (one died), Dask moves a block to its new home once. Other
+        tasks run wherever Dask puts them (next to their input)."""
         partition = plan.placement
         if partition is None:
             return None

@@ -92,6 +92,9 @@ async def start_local_cluster(workers: int, threads_per_worker: int = 1) -> Loca
         host="127.0.0.1",
         scheduler_port=0,
         dashboard_address=None,
+        # The scheduler serves HTTP (health, metrics) even without a dashboard, by default
+        # on port 8787: any free port instead.
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         silence_logs=logging.WARNING,
         asynchronous=True,
     )
