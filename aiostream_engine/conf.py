@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .scheduler.rate.estimator import check_backpressure_conf
 
 
 def _key(default: Any, doc: str, spark: str | None = None) -> Any:
@@ -38,6 +39,45 @@ class StreamingConf:
         0.0,
         "Records per second each receiver may store; <= 0 means no limit.",
         "spark.streaming.receiver.maxRate",
+    )
+    backpressure_enabled: bool = _key(
+        False,
+        "Backpressure: each input stream's ingestion rate follows what the job processes, "
+        "estimated from every completed batch, so an overloaded job settles instead of "
+        "queueing batches (receivers store slower, files and Kafka read less per batch).",
+        "spark.streaming.backpressure.enabled",
+    )
+    backpressure_initial_rate: float = _key(
+        0.0,
+        "Records per second a stream may take before its first estimate, with backpressure "
+        "on; <= 0: no bound until then.",
+        "spark.streaming.backpressure.initialRate",
+    )
+    backpressure_rate_estimator: str = _key(
+        "pid",
+        'The rate estimator of backpressure; "pid" is the one there is.',
+        "spark.streaming.backpressure.rateEstimator",
+    )
+    backpressure_pid_proportional: float = _key(
+        1.0,
+        "Weight of the last batch's error (asked minus processed rate) in the new rate; >= 0.",
+        "spark.streaming.backpressure.pid.proportional",
+    )
+    backpressure_pid_integral: float = _key(
+        0.2,
+        "Weight of the accumulated error (records waiting, seen as scheduling delay) in the "
+        "new rate; >= 0.",
+        "spark.streaming.backpressure.pid.integral",
+    )
+    backpressure_pid_derived: float = _key(
+        0.0,
+        "Weight of the error's change per second in the new rate; >= 0.",
+        "spark.streaming.backpressure.pid.derived",
+    )
+    backpressure_pid_min_rate: float = _key(
+        100.0,
+        "The lowest rate (records per second per stream) backpressure may set; > 0.",
+        "spark.streaming.backpressure.pid.minRate",
     )
     receiver_restart_delay: float = _key(
         2.0,
@@ -368,6 +408,7 @@ class StreamingConf:
             raise ConfigurationError(
                 f"receiver_max_pending_bytes must be >= 1, got {self.receiver_max_pending_bytes}"
             )
+        check_backpressure_conf(self)
         for name in ("receiver_wal_fsync_interval", "receiver_wal_roll_interval",
                      "receiver_wal_max_segment_bytes", "kafka_fetch_timeout"):
             if getattr(self, name) <= 0:
