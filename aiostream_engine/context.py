@@ -50,7 +50,8 @@ from .recovery import (
 from .scheduler.batch_info import BatchInfo
 from .scheduler.job_generator import JobGenerator
 from .scheduler.job_scheduler import JobScheduler
-from .scheduler.listener import ListenerBus, StreamingStarted
+from .scheduler.listener import ListenerBus, StreamingStarted, StreamRateUpdated
+from .scheduler.rate.controller import rate_controllers
 from .timeutil import to_ms, to_seconds
 from .ui import ui_enabled
 
@@ -154,6 +155,7 @@ class StreamingContext:
         self._job_scheduler = JobScheduler(
             self.conf, self.clock, self._bus, self._batch_completed, self._report_error
         )
+        self._job_scheduler.batch_observers.append(self._update_rates)
         self._job_generator = JobGenerator(self.clock, self.batch_ms, self._generate_batch)
         self._errors: list[BaseException] = []
         self._surfaced = False  # whether a lifecycle call has raised one of the errors
@@ -640,9 +642,20 @@ class StreamingContext:
         """Every input reads its batch at every batch time, even when no output emits then
         (a window sliding slower than the batch): its data must land in that batch."""
         for stream in self._inputs:
+            stream.note_rate_bound(time_ms)
             await stream.prepare(time_ms)
         for stream in self._inputs:
             stream.get_or_compute(time_ms)
+
+    def _update_rates(self, info: BatchInfo) -> None:
+        """Backpressure: feed the completed batch to every rate controller; tell listeners
+        of each new bound."""
+        for controller in rate_controllers(self._inputs):
+            rate = controller.on_batch_completed(info)
+            if rate is not None:
+                self._bus.post(StreamRateUpdated(
+                    controller.stream_ids, controller.name, rate, info.batch_time, self.clock.now()
+                ))
 
     async def _batch_completed(self, time_ms: int) -> None:
         for stream in self._inputs:  # counts only the tasks could tell (worker decoding)

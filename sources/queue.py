@@ -19,7 +19,10 @@ class QueueInputDStream(InputDStream):
     Items may be lists (split over the default parallelism) or RDDs.
     Items can be appended to ``queue`` while running. After a crash the user's setup code
     rebuilds the same queue, so a batch is replayed by the positions of the items it took.
+    Batches are what the queue holds, so backpressure does not apply (no rate controller).
     """
+
+    rate_controlled = False
 
     def __init__(
         self,

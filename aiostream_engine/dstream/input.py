@@ -14,6 +14,7 @@ from ..rdd.core import RDD
 from ..receiver.block_generator import Block, data_bytes
 from ..receiver.wal import WalEntry, WriteAheadLog
 from ..scheduler.batch_info import StreamInputInfo
+from ..scheduler.rate.controller import RateController, new_rate_controller, receiver_rate
 from .base import DStream
 
 if TYPE_CHECKING:
@@ -25,7 +26,17 @@ log = logging.getLogger("aiostream_engine.input")
 
 class InputDStream(DStream):
     """A source of the graph. ``prepare(t)`` runs on the loop before the graph computes t
-    (to allocate blocks, list a directory, fetch offsets); ``compute(t)`` is then cheap."""
+    (to allocate blocks, list a directory, fetch offsets); ``compute(t)`` is then cheap.
+
+    With backpressure on (``backpressure_enabled``) a stream that can read less has a
+    ``rate_controller``: its ``latest_rate()`` is the stream's bound in records/s (None:
+    no bound yet), updated after every completed batch; the source reads it when it sizes
+    what it takes.
+    """
+
+    #: Whether the stream can take less than what is offered (has a rate controller with
+    #: backpressure on); a stream whose batches are given (queue_stream) is not.
+    rate_controlled = True
 
     def __init__(self, ssc: StreamingContext, name: str) -> None:
         super().__init__(ssc, [], name)
@@ -34,6 +45,21 @@ class InputDStream(DStream):
         self._metadata: dict[int, dict[str, Any]] = {}
         #: The infos given out for batches not yet completed (amended as tasks report).
         self._issued: dict[int, StreamInputInfo] = {}
+        self.rate_controller: RateController | None = (
+            new_rate_controller(ssc.conf, ssc.batch_interval, name, [self.id])
+            if self.rate_controlled
+            else None
+        )
+
+    def rate_bound(self) -> float | None:
+        """The bound in force now for the whole stream, records/s (None: unbounded)."""
+        return self.rate_controller.latest_rate() if self.rate_controller is not None else None
+
+    def note_rate_bound(self, time_ms: int) -> None:
+        """Record the bound in force for batch t in its input metadata (``rate_bound``);
+        called by the context before the stream prepares batch t."""
+        if self.rate_controller is not None:
+            self._describe(time_ms, rate_bound=self.rate_bound())
 
     async def prepare(self, time_ms: int) -> None:
         return None
@@ -225,3 +251,14 @@ class ReceiverInputDStream(BlockInputDStream):
 
     def _source_receiver(self) -> Receiver:
         return self.receiver
+
+    def rate_bound(self) -> float | None:
+        """What the stream's receivers may store together per second: the backpressure
+        bound, capped by ``receiver_max_rate`` per receiver (None: unbounded)."""
+        controller = self.rate_controller
+        if controller is None:
+            return None
+        each = receiver_rate(
+            controller.latest_rate(), controller.num_receivers, self._ssc.conf.receiver_max_rate
+        )
+        return each * controller.num_receivers if each > 0 else None

@@ -70,6 +70,14 @@ class Receiver:
         (``store_block``) should hold records at most."""
         return self._require_supervisor().blocks.interval
 
+    @property
+    def rate_limit(self) -> float | None:
+        """Records per second this receiver may store now: ``receiver_max_rate``, or with
+        backpressure its share of the stream's bound; None: unlimited. ``store`` enforces
+        it; a source that reads in batches can size its reads with it."""
+        rate = self._require_supervisor().blocks.rate_limiter.rate
+        return rate if rate > 0 else None
+
     async def store(self, record: Any) -> None:
         """Store one record; waits while the block queue is full or the rate limit holds."""
         await self._require_supervisor().blocks.store(record)

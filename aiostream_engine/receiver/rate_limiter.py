@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import anyio
+
 from ..clock import Clock
+
+#: Debt below this many records is rounding, not a reason to wait again.
+_TOLERANCE = 1e-9
 
 
 class RateLimiter:
-    """``rate <= 0`` means unlimited. The rate may change at any time (backpressure)."""
+    """``rate <= 0`` means unlimited. The rate may change at any time (backpressure): a
+    caller waiting for tokens then waits for what it owes at the new rate, not the old one.
+
+    The bucket holds at most one second of tokens (``rate`` records), so an idle receiver
+    may burst that much; taking more than there is leaves a debt the caller waits out.
+    """
 
     def __init__(self, clock: Clock, rate: float = 0.0) -> None:
         self._clock = clock
         self._rate = float(rate)
         self._allowance = 0.0
         self._last = clock.now()
+        self._waiting: set[anyio.CancelScope] = set()
 
     @property
     def rate(self) -> float:
@@ -20,7 +31,11 @@ class RateLimiter:
 
     def set_rate(self, rate: float) -> None:
         self._refill()
+        if self._rate <= 0:
+            self._allowance = 0.0  # no tokens were counted while unlimited
         self._rate = float(rate)
+        for scope in self._waiting:
+            scope.cancel()  # they recompute their wait at the new rate
 
     def _refill(self) -> None:
         now = self._clock.now()
@@ -30,9 +45,17 @@ class RateLimiter:
         self._last = now
 
     async def acquire(self, records: int = 1) -> None:
+        """Take ``records`` tokens, waiting until the debt they leave is paid."""
         if self._rate <= 0:
             return
         self._refill()
         self._allowance -= records
-        if self._allowance < 0:
-            await self._clock.sleep_until(self._clock.now() + (-self._allowance) / self._rate)
+        while self._allowance < -_TOLERANCE and self._rate > 0:
+            with anyio.CancelScope() as scope:
+                self._waiting.add(scope)
+                try:
+                    wait = -self._allowance / self._rate
+                    await self._clock.sleep_until(self._clock.now() + wait)
+                finally:
+                    self._waiting.discard(scope)
+            self._refill()

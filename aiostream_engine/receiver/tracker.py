@@ -17,6 +17,7 @@ from anyio.abc import TaskStatus
 from ..clock import Clock
 from ..conf import StreamingConf
 from ..scheduler.listener import ListenerBus
+from ..scheduler.rate.controller import receiver_rate
 from .block_generator import Block, BlockGenerator
 from .budget import ByteBudget
 from .rate_limiter import RateLimiter
@@ -78,7 +79,7 @@ class ReceiverTracker:
             self._clock,
             self._conf.block_interval,
             self._conf.block_queue_size,
-            RateLimiter(self._clock, self._conf.receiver_max_rate),
+            self._rate_limiter(stream),
             budget=self.budget,
             wal=recovered.wal if recovered else None,
             first_block_id=recovered.first_block_id if recovered else 0,
@@ -86,6 +87,18 @@ class ReceiverTracker:
         )
         self.generators[stream.id] = generator
         return generator
+
+    def _rate_limiter(self, stream: BlockInputDStream) -> RateLimiter:
+        """At most ``receiver_max_rate``; with backpressure, the stream's bound split over
+        its receivers (and below that cap), following every new estimate."""
+        max_rate = self._conf.receiver_max_rate
+        controller = stream.rate_controller
+        if controller is None:
+            return RateLimiter(self._clock, max_rate)
+        share = controller.num_receivers
+        limiter = RateLimiter(self._clock, receiver_rate(controller.latest_rate(), share, max_rate))
+        controller.subscribe(lambda _, rate: limiter.set_rate(receiver_rate(rate, share, max_rate)))
+        return limiter
 
     # ---- running ------------------------------------------------------------------------
 

@@ -56,6 +56,9 @@ class JobScheduler:
         self._progress = anyio.Event()
         self.last_completed_ms: int | None = None
         self.pending = 0
+        #: Called with each completed batch's BatchInfo before listeners hear of it, on the
+        #: data path (not through the listener bus, which a slow listener may hold up).
+        self.batch_observers: list[Callable[[BatchInfo], None]] = []
 
     async def submit(
         self, time_ms: int, jobs: list[Job], inputs: dict[int, StreamInputInfo]
@@ -115,6 +118,8 @@ class JobScheduler:
         self._completed.append(job_set.time_ms)
         self.pending -= 1
         self.last_completed_ms = max(self.last_completed_ms or job_set.time_ms, job_set.time_ms)
+        for observe in self.batch_observers:
+            observe(job_set.info)
         self._bus.post(BatchCompleted(job_set.info))
         self._progress.set()
         self._progress = anyio.Event()

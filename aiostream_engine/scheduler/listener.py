@@ -76,6 +76,20 @@ class OutputOperationCompleted:
     output_operation_info: OutputOperationInfo
 
 
+@dataclass(frozen=True)
+class StreamRateUpdated:
+    """Backpressure set a new ingestion bound for a stream (no Spark event: Spark only tells
+    its receivers). ``stream_ids``: the input streams sharing the bound (one, or the N of
+    a stream with N receivers); ``rate``: records/s for all of them together; ``batch_time``:
+    the batch whose completion led to it; ``time``: when it was set (context's clock)."""
+
+    stream_ids: tuple[int, ...]
+    name: str
+    rate: float
+    batch_time: float
+    time: float
+
+
 # event type -> (snake_case method, PySpark method)
 _HANDLERS: dict[type, tuple[str, str]] = {
     StreamingStarted: ("on_streaming_started", "onStreamingStarted"),
@@ -87,6 +101,7 @@ _HANDLERS: dict[type, tuple[str, str]] = {
     BatchCompleted: ("on_batch_completed", "onBatchCompleted"),
     OutputOperationStarted: ("on_output_operation_started", "onOutputOperationStarted"),
     OutputOperationCompleted: ("on_output_operation_completed", "onOutputOperationCompleted"),
+    StreamRateUpdated: ("on_stream_rate_updated", "onStreamRateUpdated"),
 }
 
 
@@ -119,6 +134,9 @@ class StreamingListener:
 
     def on_output_operation_completed(self, event: OutputOperationCompleted) -> Any:
         """An output operation of a batch ended (``failure_reason`` says if it failed)."""
+
+    def on_stream_rate_updated(self, event: StreamRateUpdated) -> Any:
+        """Backpressure set a new rate bound for a stream (``event.rate``, records/s)."""
 
 
 class ListenerBus:
