@@ -6,6 +6,10 @@ file becomes one partition of the batch's RDD. Files must appear atomically (wri
 elsewhere, then renamed in); names starting with ``.`` or ``_`` are ignored (temporary and
 marker files), and so are the files present when the stream starts (Spark's newFilesOnly).
 
+With backpressure each batch takes new files until their lines reach the stream's rate
+bound times the batch interval (at least one file); the other new files wait in the
+directory, first in line for the next batches.
+
 Seen names are remembered only while they remain in the directory, so memory follows the
 directory's size; a file deleted and later moved in again under the same name is read again.
 A file that vanishes before it is read, or is not valid UTF-8, is skipped, counted and
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,23 +58,38 @@ def read_lines(path: Path) -> list[str]:
 
 @dataclass
 class Scan:
-    """What one listing found: the names present, the new files read, the files skipped."""
+    """What one listing found: the names present, the new files read, the files skipped,
+    and the new files left for later batches (over the rate bound), oldest first."""
 
     present: set[str]
     files: list[list[str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
 
 
 def scan(
-    directory: Path, seen: frozenset[str], read: Callable[[Path], list[Any]] = read_lines
+    directory: Path,
+    seen: frozenset[str],
+    read: Callable[[Path], list[Any]] = read_lines,
+    waiting: Sequence[str] = (),
+    max_records: float | None = None,
 ) -> Scan:
     """List ``directory`` and ``read`` the files not in ``seen`` (blocking: run it in a
-    thread); a file ``read`` refuses (ValueError) is skipped with the reason."""
+    thread): first those still ``waiting`` from earlier batches, then the new ones by name;
+    a file ``read`` refuses (ValueError) is skipped with the reason. With ``max_records``
+    it stops once the files read hold that many records (the last file may go over; at
+    least one file is read) and leaves the rest waiting."""
     result = Scan(list_files(directory))
-    for name in sorted(result.present - seen):
+    earlier = [name for name in waiting if name in result.present]
+    queue = earlier + sorted(result.present - seen - set(earlier))
+    taken = 0
+    for index, name in enumerate(queue):
+        if max_records is not None and index > 0 and taken >= max_records:
+            result.waiting = queue[index:]
+            break
         path = directory / name
         try:
-            result.files.append(read(path))
+            lines = read(path)
         except FileNotFoundError:
             result.skipped.append((path, "it vanished before it could be read"))
         except UnicodeDecodeError as exc:
@@ -81,6 +100,9 @@ def scan(
             result.skipped.append((path, str(exc)))
         except OSError as exc:
             result.skipped.append((path, f"it could not be read ({exc})"))
+        else:
+            result.files.append(lines)
+            taken += len(lines)
     return result
 
 
@@ -95,9 +117,16 @@ class TextFileInputDStream(InputDStream):
         #: Batches for which the directory could not be listed (they hold no files).
         self.failed_listings = 0
         self._seen: frozenset[str] = frozenset()
+        #: New files over the rate bound, read by later batches (oldest first).
+        self._waiting: list[str] = []
         self._prepared: tuple[int, RDD] | None = None
         #: How a file becomes the records of one partition.
         self._read: Callable[[Path], list[Any]] = read_lines
+
+    @property
+    def waiting_files(self) -> int:
+        """New files left in the directory for later batches by the rate bound."""
+        return len(self._waiting)
 
     async def start(self) -> None:
         if not await anyio.to_thread.run_sync(self.directory.is_dir):
@@ -108,13 +137,18 @@ class TextFileInputDStream(InputDStream):
         self._seen = frozenset(await anyio.to_thread.run_sync(list_files, self.directory))
 
     async def prepare(self, time_ms: int) -> None:
+        bound = self.rate_bound()
+        max_records = None if bound is None else bound * self._ssc.batch_interval
         try:
-            found = await anyio.to_thread.run_sync(scan, self.directory, self._seen, self._read)
+            found = await anyio.to_thread.run_sync(
+                scan, self.directory, self._seen, self._read, self._waiting, max_records
+            )
         except OSError as exc:
             self.failed_listings += 1
             log.warning("%s: cannot list the directory, no files this batch: %s", self.name, exc)
-            found = Scan(set(self._seen))
-        self._seen = frozenset(found.present)
+            found = Scan(set(self._seen), waiting=self._waiting)
+        self._waiting = found.waiting
+        self._seen = frozenset(found.present - set(found.waiting))
         for path, reason in found.skipped:
             self.skipped_files += 1
             log.warning("%s: skipped file %s: %s", self.name, path, reason)

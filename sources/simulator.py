@@ -13,6 +13,11 @@ readings due up to now in one ``store_many``. Reading ``n`` is due at
 ``start + (n + 1) / rate``, so on a ManualClock each batch holds exactly
 ``rate * batch_interval`` readings.
 
+Under a rate bound (``receiver_max_rate``, or backpressure's share for this receiver) the
+simulated devices send more slowly: each tick emits at most what the bound allows, and
+the readings not yet sent wait "on the devices" (a counter, no memory), stamped with the
+time they were due, so a reading's ``ts`` then shows how long it waited at the source.
+
 Each device has its own base temperature and humidity; its temperature drifts slowly
 along a sine of period ``drift_period`` seconds, plus small Gaussian noise, so per-device
 averages are stable and meaningful.
@@ -153,6 +158,7 @@ class SensorSimulator(Receiver):
             self._start = clock.now()
         start = self._start
         step = max(1, math.ceil((clock.now() - start) / tick - _EPS))
+        last = clock.now()
         while not self.is_stopped:
             if self.limit is not None and self.emitted >= self.limit:
                 return
@@ -160,9 +166,17 @@ class SensorSimulator(Receiver):
             now = clock.now()
             # Catch up on every reading due by now in one store: on a ManualClock a jump
             # to the batch time stores the whole batch before the batch is cut.
-            due = self.due_until(now)
-            if due > self.emitted:
+            count = self.due_until(now) - self.emitted
+            bound = self.rate_limit
+            if bound is not None:
+                # Bounded (receiver_max_rate, backpressure): the devices send slower and the
+                # rest waits on them, stamped when it was due, instead of being generated
+                # here to wait in the engine. At most one second of burst, as the limiter.
+                count = min(count, max(1, math.ceil(bound * min(now - last, 1.0) - _EPS)))
+            last = now
+            if count > 0:
                 rate = self.rate
-                lines = [self.next_line(start + (n + 1) / rate) for n in range(self.emitted, due)]
+                first = self.emitted
+                lines = [self.next_line(start + (n + 1) / rate) for n in range(first, first + count)]
                 await self.store_many(lines)
             step = max(step + 1, math.floor((now - start) / tick + _EPS) + 1)

@@ -1,0 +1,123 @@
+"""What a lower bound does at each source: the excess waits at the source (devices, the
+directory, the TCP peer), not in the engine. ManualClock; real files and sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine.sources.simulator import SensorSimulator
+from aiostream_engine.testing import advance_batches, collect_batches
+from tests.rate.sim import settle
+
+pytestmark = pytest.mark.anyio
+
+# A job that takes no clock time gives no estimate: the initial rate stays the bound.
+BOUNDED = {"spark.streaming.backpressure.enabled": "true"}
+
+
+def bounded(rate: float) -> dict[str, str]:
+    return {**BOUNDED, "spark.streaming.backpressure.initialRate": str(rate)}
+
+
+async def test_a_bounded_simulator_sends_slower_and_the_rest_waits_on_the_devices() -> None:
+    simulator = SensorSimulator(num_devices=5, rate=1000, seed=1)
+    async with StreamingContext(1.0, master="local", clock=ManualClock(), conf=bounded(100)) as ssc:
+        out = collect_batches(ssc.receiver_stream(simulator))
+        await ssc.start()
+        await settle()
+        infos = await advance_batches(ssc, 5)
+        stored = ssc._receiver_tracker.generators[0].records_stored
+    counts = [i.num_records for i in infos]
+    assert all(90 <= n <= 110 for n in counts), counts  # 100/s, not the 1000/s offered
+    # Nothing was generated to wait in the engine: what was emitted was stored.
+    assert simulator.emitted - stored <= 110
+    readings = [json.loads(line) for _, batch in out for line in batch]
+    assert [r["seq"] for r in readings] == list(range(len(readings)))  # none lost, in order
+    # Each reading is stamped when it was due: the last ones waited on the devices.
+    assert readings[-1]["ts"] == pytest.approx(len(readings) / 1000, abs=0.01)
+    assert readings[-1]["ts"] < 1.0
+
+
+def move_in(directory: Path, name: str, lines: int) -> None:
+    temporary = directory / f".{name}.tmp"
+    temporary.write_text("".join(f"{name}:{i}\n" for i in range(lines)))
+    os.rename(temporary, directory / name)
+
+
+async def test_a_bounded_file_stream_takes_fewer_files_and_the_rest_later(tmp_path: Path) -> None:
+    """5 records/s with 1 s batches: each batch takes files until they hold 5 lines; the
+    others wait in the directory and go first in the next batches."""
+    async with StreamingContext(1.0, master="local", clock=ManualClock(), conf=bounded(5)) as ssc:
+        stream = ssc.text_file_stream(str(tmp_path))
+        out = collect_batches(stream.glom())
+        await ssc.start()
+        for name in ("a", "b", "c", "d", "e"):
+            move_in(tmp_path, name, 3)
+        infos = await advance_batches(ssc, 1)
+        assert stream.waiting_files == 3
+        move_in(tmp_path, "0-new", 2)  # sorts first, but arrived later: waits its turn
+        (tmp_path / "d").unlink()  # a waiting file that vanished is forgotten
+        infos += await advance_batches(ssc, 3)
+    files = [[part[0].split(":")[0] for part in parts] for _, parts in out]
+    assert files == [["a", "b"], ["c", "e"], ["0-new"], []]
+    assert [i.stream_id_to_num_records[stream.id] for i in infos] == [6, 6, 2, 0]
+    assert [i.stream_id_to_input_info[stream.id].metadata["rate_bound"] for i in infos] == [5.0] * 4
+    assert stream.waiting_files == 0
+
+
+async def test_without_a_bound_the_file_stream_takes_every_new_file(tmp_path: Path) -> None:
+    async with StreamingContext(1.0, master="local", clock=ManualClock(), conf=BOUNDED) as ssc:
+        stream = ssc.text_file_stream(str(tmp_path))
+        out = collect_batches(stream)
+        await ssc.start()
+        for name in ("a", "b", "c"):
+            move_in(tmp_path, name, 3)
+        await advance_batches(ssc, 1)
+    assert len(out[0][1]) == 9
+
+
+LINE = b"x" * 99 + b"\n"
+
+
+async def test_a_bounded_socket_stream_reads_less_and_tcp_holds_the_rest() -> None:
+    """The peer writes 40 MB as fast as it can; at 1000 lines/s the receiver takes about
+    that, and the peer is blocked by TCP flow control with most of its data unsent."""
+    total_lines = 400_000
+    sent = 0
+
+    async def serve(client: anyio.abc.SocketStream) -> None:
+        nonlocal sent
+        chunk = LINE * 655
+        async with client:
+            try:
+                for _ in range(total_lines // 655):
+                    await client.send(chunk)
+                    sent += len(chunk)
+            except anyio.BrokenResourceError:
+                pass  # the receiver stopped with our data unread: its kernel resets us
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as server:
+        server.start_soon(listener.serve, serve)
+        clock = ManualClock()
+        async with StreamingContext(1.0, master="local", clock=clock, conf=bounded(1000)) as ssc:
+            out = collect_batches(ssc.socket_text_stream("127.0.0.1", port))
+            await ssc.start()
+            for _ in range(3):
+                await anyio.sleep(0.2)  # real time for the peer to fill every buffer
+                await advance_batches(ssc, 1)
+            await anyio.sleep(0.2)
+            assert sent < 0.5 * total_lines * len(LINE)  # blocked: the rest waits at the peer
+        server.cancel_scope.cancel()
+    counts = [len(batch) for _, batch in out]
+    # 3 s of clock at 1000 lines/s, plus at most 1 s of burst; some of it arrives in the
+    # batch after the one whose clock second allowed it (the clock jumps at batch time).
+    assert all(n <= 2000 for n in counts) and 1000 <= sum(counts) <= 4000, counts
+    assert all(line == LINE[:-1].decode() for _, batch in out for line in batch)
