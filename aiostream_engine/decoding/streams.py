@@ -164,9 +164,14 @@ class DeadLetterInputDStream(InputDStream):
     """The dead letters of a decoded input stream, batch by batch (an input of its own,
     so each batch's info counts them under this stream's id)."""
 
+    #: Bounded with its source's stream, whose rate controller counts these records too.
+    rate_controlled = False
+
     def __init__(self, ssc: StreamingContext, decoding: WorkerDecoding) -> None:
         super().__init__(ssc, f"{decoding.stream.name}.dead_letters")
         self.decoding = decoding
+        if decoding.stream.rate_controller is not None:
+            decoding.stream.rate_controller.count_records_of(self.id)
         # Computed from the source's batches: the source is started, remembered and
         # cleared with it even when nothing else reads the source.
         self.dependencies = [decoding.stream]

@@ -78,6 +78,12 @@ class Receiver:
         rate = self._require_supervisor().blocks.rate_limiter.rate
         return rate if rate > 0 else None
 
+    async def wait_for_rate(self) -> None:
+        """Wait until the rate limit allows storing again (what was stored is paid for).
+        A receiver that takes bursts from its source calls it before taking the next one,
+        so under a lower bound it reads less and the source holds the rest."""
+        await self._require_supervisor().blocks.rate_limiter.wait_clear()
+
     async def store(self, record: Any) -> None:
         """Store one record; waits while the block queue is full or the rate limit holds."""
         await self._require_supervisor().blocks.store(record)

@@ -50,6 +50,14 @@ class RateLimiter:
             return
         self._refill()
         self._allowance -= records
+        await self.wait_clear()
+
+    async def wait_clear(self) -> None:
+        """Wait until nothing is owed (tokens taken earlier are paid for), taking none: a
+        receiver that reads in bursts calls it before reading the next one."""
+        if self._rate <= 0:
+            return
+        self._refill()
         while self._allowance < -_TOLERANCE and self._rate > 0:
             with anyio.CancelScope() as scope:
                 self._waiting.add(scope)

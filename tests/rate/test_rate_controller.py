@@ -234,3 +234,16 @@ async def test_without_backpressure_nothing_is_bounded_or_posted() -> None:
         await run_until(ssc, 3, out)
     assert events.events == []
     assert all("rate_bound" not in i.stream_id_to_input_info[0].metadata for i in ssc.batch_history)
+
+
+async def test_a_decoded_streams_dead_letters_count_toward_its_bound() -> None:
+    """The receiver took both the records that decoded and those that did not: the bound
+    is on what it takes, so the dead letters count too (they have no bound of their own)."""
+    ssc = StreamingContext(1.0, master="local", clock=ManualClock(), conf=ON)
+    stream = ssc.mqtt_stream("127.0.0.1", 1883, "readings/#")
+    dead = stream.dead_letters()
+    assert dead.rate_controller is None
+    controller = stream.rate_controller  # type: ignore[union-attr]
+    assert controller is not None and controller.stream_ids == (stream.id,)  # type: ignore[union-attr]
+    rate = controller.on_batch_completed(_info(1.0, {stream.id: 80, dead.id: 20}, 1.0, 2.0))  # type: ignore[union-attr]
+    assert rate == pytest.approx(100.0)

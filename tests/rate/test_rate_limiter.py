@@ -82,3 +82,28 @@ async def test_an_idle_limiter_bursts_at_most_one_second() -> None:
         assert done == []
         clock.set_time(100.5)
     assert done == [pytest.approx(100.5)]
+
+
+async def test_wait_clear_waits_for_the_debt_and_takes_nothing() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(clock, 100.0)
+    done: list[float] = []
+
+    async def gate() -> None:
+        await limiter.wait_clear()
+        done.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_acquire_at, limiter, clock, 50, [])  # owes 0.5 s
+        await settle()
+        tg.start_soon(gate)
+        await settle()
+        clock.set_time(0.49)
+        await settle()
+        assert done == []
+        clock.set_time(0.5)
+    assert done == [pytest.approx(0.5)]
+    await limiter.wait_clear()  # nothing owed: returns at once, and took nothing
+    clock.set_time(0.6)
+    await limiter.acquire(10)  # 10 tokens saved since 0.5
+    assert clock.now() == 0.6

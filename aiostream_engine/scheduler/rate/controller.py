@@ -41,6 +41,7 @@ class RateController:
             raise ValueError("a rate controller bounds at least one input stream")
         self.name = name
         self.stream_ids = tuple(stream_ids)
+        self._counted = list(self.stream_ids)
         self.estimator = estimator
         self.initial_rate = float(initial_rate)
         self._estimate: float | None = None
@@ -53,6 +54,12 @@ class RateController:
     def num_receivers(self) -> int:
         """How many receivers share the bound (one per input stream of the group)."""
         return len(self.stream_ids)
+
+    def count_records_of(self, stream_id: int) -> None:
+        """Count this stream's records too: it holds part of what the bounded streams took
+        from their source (the dead letters of a decoded stream)."""
+        if stream_id not in self._counted:
+            self._counted.append(stream_id)
 
     def latest_rate(self) -> float | None:
         """The whole stream's bound in records/s: the latest estimate; before the first one,
@@ -69,13 +76,13 @@ class RateController:
         self._listeners.append(listener)
 
     def on_batch_completed(self, info: BatchInfo) -> float | None:
-        """Feed one completed batch: this stream's records, its processing and scheduling
-        delays, at the time its processing ended. Returns the new rate, if any.
+        """Feed one completed batch: this stream's records (with those counted along), its
+        processing and scheduling delays, at the time its processing ended. Returns the new rate, if any.
 
         A batch whose output failed is skipped: the time it took measures the failure, not
         what the job can process.
         """
-        inputs = [info.stream_id_to_input_info.get(i) for i in self.stream_ids]
+        inputs = [info.stream_id_to_input_info.get(i) for i in self._counted]
         present = [i for i in inputs if i is not None]
         end = info.processing_end_time
         processing = info.processing_delay
