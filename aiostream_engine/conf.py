@@ -79,6 +79,13 @@ class StreamingConf:
         "The lowest rate (records per second per stream) backpressure may set; > 0.",
         "spark.streaming.backpressure.pid.minRate",
     )
+    backpressure_headroom: float = _key(
+        0.1,
+        "Share of the PID estimate backpressure leaves unused: the bound is (1 - headroom) "
+        "times the estimate, so jitter in processing times (a busy machine) does not queue "
+        "batches; 0 sets the bound to the estimate itself, as Spark does. In [0, 1).",
+        None,
+    )
     receiver_restart_delay: float = _key(
         2.0,
         "Initial delay before a failed receiver is restarted; doubles per failure up to 60 s.",

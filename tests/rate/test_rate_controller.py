@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine import ConfigurationError, ManualClock, StreamingConf, StreamingContext
 from aiostream_engine.receiver.rate_limiter import RateLimiter
 from aiostream_engine.scheduler.batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 from aiostream_engine.scheduler.rate import (
@@ -19,7 +19,8 @@ from tests.rate.test_pid_estimator import Formula
 
 pytestmark = pytest.mark.anyio
 
-ON = {"spark.streaming.backpressure.enabled": "true"}
+# Headroom 0: the bound is the PID estimate itself, as in Spark (its own test below).
+ON = {"spark.streaming.backpressure.enabled": "true", "backpressure_headroom": "0"}
 
 
 def _info(
@@ -115,6 +116,32 @@ def test_batches_without_its_stream_or_with_a_failed_output_are_skipped() -> Non
     assert c.on_batch_completed(_info(3.0, {1: 100}, 3.0, 3.01, failed=True)) is None
     assert c.batches_seen == 1
     assert c.on_batch_completed(_info(4.0, {1: 200}, 4.0, 5.0)) == pytest.approx(200.0)
+
+
+def test_the_bound_leaves_the_headroom_of_the_estimate() -> None:
+    """The estimator runs Spark's formula untouched; the bound is (1 - headroom) x it."""
+    c = RateController("s", [1], PIDRateEstimator(1.0, min_rate=1.0), headroom=0.25)
+    ref = Formula(1.0, 1.0, 0.2, 0.0, 1.0)
+    batches = [(1.0, 400, 1.0, 2.0), (2.0, 300, 2.2, 3.1), (3.0, 350, 3.1, 3.8)]
+    for k, (batch, records, start, end) in enumerate(batches):
+        want = ref.step(end, records, end - start, start - batch)
+        got = c.on_batch_completed(_info(batch, {1: records}, start, end))
+        if k == 0:  # provisional: the first batch's processing rate, less the headroom
+            assert want is None and got == pytest.approx(0.75 * records / (end - start))
+        else:
+            assert got == pytest.approx(0.75 * want, rel=1e-12)  # type: ignore[operator]
+        assert c.latest_rate() == got
+    with pytest.raises(ValueError, match="headroom"):
+        RateController("s", [1], PIDRateEstimator(1.0), headroom=1.0)
+
+
+async def test_headroom_comes_from_the_configuration() -> None:
+    ssc = StreamingContext(1.0, master="local", clock=ManualClock(),
+                           conf={"backpressure_enabled": True})
+    assert ssc.receiver_stream(Endless()).rate_controller.headroom == 0.1  # type: ignore[attr-defined]
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigurationError, match="backpressure_headroom"):
+            StreamingConf(backpressure_headroom=bad)
 
 
 def test_listeners_hear_every_new_estimate() -> None:

@@ -36,15 +36,19 @@ class RateController:
         estimator: RateEstimator,
         *,
         initial_rate: float = 0.0,
+        headroom: float = 0.0,
     ) -> None:
         if not stream_ids:
             raise ValueError("a rate controller bounds at least one input stream")
+        if not 0 <= headroom < 1:
+            raise ValueError(f"headroom must be in [0, 1), got {headroom}")
         self.name = name
         self.stream_ids = tuple(stream_ids)
         self._counted = list(self.stream_ids)
         self.estimator = estimator
         self.initial_rate = float(initial_rate)
-        self._estimate: float | None = None
+        self.headroom = float(headroom)
+        self._bound: float | None = None
         self._listeners: list[RateListener] = []
         #: Completed batches seen, and how many gave a new bound.
         self.batches_seen = 0
@@ -62,13 +66,14 @@ class RateController:
             self._counted.append(stream_id)
 
     def latest_rate(self) -> float | None:
-        """The whole stream's bound in records/s: the latest estimate; before the first one,
+        """The whole stream's bound in records/s: the latest estimate less the headroom
+        (``backpressure_headroom``); before the first estimate,
         ``backpressure_initial_rate`` if set, else the processing rate of the first batch
         that had records (Spark leaves the stream unbounded until its second estimate
         batch: a source offering more than the job sustains floods every batch generated
         meanwhile); None while there is none of these (no bound)."""
-        if self._estimate is not None:
-            return self._estimate
+        if self._bound is not None:
+            return self._bound
         return self.initial_rate if self.initial_rate > 0 else None
 
     def subscribe(self, listener: RateListener) -> None:
@@ -77,7 +82,8 @@ class RateController:
 
     def on_batch_completed(self, info: BatchInfo) -> float | None:
         """Feed one completed batch: this stream's records (with those counted along), its
-        processing and scheduling delays, at the time its processing ended. Returns the new rate, if any.
+        processing and scheduling delays, at the time its processing ended. Returns the new
+        bound, if any: the estimate less the headroom.
 
         A batch whose output failed is skipped: the time it took measures the failure, not
         what the job can process.
@@ -95,15 +101,16 @@ class RateController:
         records = sum(i.num_records for i in present)
         rate = self.estimator.compute(end, records, processing, scheduling)
         if rate is None:
-            if self._estimate is None and self.initial_rate <= 0 and records > 0 and processing > 0:
+            if self._bound is None and self.initial_rate <= 0 and records > 0 and processing > 0:
                 rate = records / processing  # provisional: what the first batch processed at
             else:
                 return None
-        self._estimate = rate
+        bound = rate * (1.0 - self.headroom)
+        self._bound = bound
         self.updates += 1
         for listener in list(self._listeners):
-            listener(self, rate)
-        return rate
+            listener(self, bound)
+        return bound
 
     def __repr__(self) -> str:
         return f"RateController({self.name!r}, streams={list(self.stream_ids)}, rate={self.latest_rate()})"
@@ -131,6 +138,7 @@ def new_rate_controller(
         stream_ids,
         create_rate_estimator(conf, batch_interval),
         initial_rate=conf.backpressure_initial_rate,
+        headroom=conf.backpressure_headroom,
     )
 
 

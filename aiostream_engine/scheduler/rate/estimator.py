@@ -138,6 +138,10 @@ def check_backpressure_conf(conf: StreamingConf) -> None:
         conf.backpressure_pid_derived,
         conf.backpressure_pid_min_rate,
     )
+    if not 0 <= conf.backpressure_headroom < 1:
+        raise ConfigurationError(
+            f"backpressure_headroom must be in [0, 1), got {conf.backpressure_headroom}"
+        )
 
 
 def create_rate_estimator(conf: StreamingConf, batch_interval: float) -> RateEstimator:
