@@ -27,6 +27,11 @@ log = logging.getLogger("aiostream_engine.sources.socket")
 
 #: An unterminated line may hold at most this many bytes in memory (1 MiB).
 DEFAULT_MAX_LINE_BYTES = 1 << 20
+#: Bytes per read: at most, and at least under a rate bound.
+MAX_READ = 1 << 16
+MIN_READ = 1 << 10
+#: Under a rate bound, each read takes about this many seconds of the bound's lines.
+READ_SLICE = 0.05
 
 
 def describe(error: BaseException) -> str:
@@ -60,6 +65,18 @@ class SocketTextReceiver(Receiver):
         self.oversized_lines = 0
         self.decoder = LineDecoder(strip_cr=True, max_bytes=max_line_bytes)
         self._stream: SocketStream | None = None
+        self._bytes_read = 0
+        self._lines_read = 0
+
+    def _read_size(self) -> int:
+        """Bytes to read next: 64 KiB, or under a rate bound about what the bound lets in
+        per READ_SLICE seconds (at the average line length so far), so a lower bound reads
+        less from the socket and TCP flow control holds the rest at the peer."""
+        bound = self.rate_limit
+        if bound is None:
+            return MAX_READ
+        line_bytes = self._bytes_read / self._lines_read if self._lines_read else 100.0
+        return max(MIN_READ, min(MAX_READ, int(bound * READ_SLICE * line_bytes)))
 
     @property
     def address(self) -> str:
@@ -73,8 +90,15 @@ class SocketTextReceiver(Receiver):
             raise ConnectionError(f"cannot connect to {self.address}: {describe(exc)}") from exc
         cutter = LineCutter(self.max_line_bytes)
         try:
-            async for chunk in self._stream:
-                await self.store_lines(*cutter.feed(chunk))
+            while True:
+                try:
+                    chunk = await self._stream.receive(self._read_size())
+                except anyio.EndOfStream:
+                    break
+                data, count = cutter.feed(chunk)
+                self._bytes_read += len(data)
+                self._lines_read += count
+                await self.store_lines(data, count)
         except (anyio.BrokenResourceError, OSError) as exc:
             raise ConnectionError(f"connection to {self.address} lost: {describe(exc)}") from exc
         await self.store_lines(*cutter.end())

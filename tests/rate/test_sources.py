@@ -108,13 +108,16 @@ async def test_a_bounded_socket_stream_reads_less_and_tcp_holds_the_rest() -> No
         server.start_soon(listener.serve, serve)
         clock = ManualClock()
         async with StreamingContext(1.0, master="local", clock=clock, conf=bounded(1000)) as ssc:
-            out = collect_batches(ssc.socket_text_stream("127.0.0.1", port))
+            stream = ssc.socket_text_stream("127.0.0.1", port)
+            out = collect_batches(stream)
             await ssc.start()
             for _ in range(3):
                 await anyio.sleep(0.2)  # real time for the peer to fill every buffer
                 await advance_batches(ssc, 1)
             await anyio.sleep(0.2)
             assert sent < 0.5 * total_lines * len(LINE)  # blocked: the rest waits at the peer
+            # Each read takes about 50 ms of the bound's lines (100 bytes each), not 64 KiB.
+            assert stream.receiver._read_size() == 1000 * 0.05 * len(LINE)  # type: ignore[attr-defined]
         server.cancel_scope.cancel()
     counts = [len(batch) for _, batch in out]
     # 3 s of clock at 1000 lines/s, plus at most 1 s of burst; some of it arrives in the
