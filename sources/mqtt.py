@@ -49,6 +49,7 @@ stops the receiver.
 
 from __future__ import annotations
 
+import math
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
@@ -63,6 +64,7 @@ from aiostream_engine.decoding import DeadLetterInputDStream, DecodedReceiverInp
 from aiostream_engine.dstream.base import DStream
 from aiostream_engine.dstream.transformed import UnionDStream
 from aiostream_engine.receiver.base import Receiver
+from aiostream_engine.scheduler.rate.controller import share_rate_controller
 from aiostream_engine.sources.mqtt_block import (
     DeadLetter,
     MqttRecord,
@@ -87,6 +89,8 @@ __all__ = [
 #: mosquitto serves shared subscriptions ($share/...) to 3.1.1 clients too.
 PROTOCOLS = ("5", "3.1.1")
 DEFAULT_SESSION_EXPIRY = 24 * 3600
+#: Under the lowest rate bound the connection still queues this much before it pauses.
+MIN_QUEUED_BYTES = 64 << 10
 
 Decoder = Callable[[bytes], Any]
 
@@ -170,6 +174,8 @@ class MqttReceiver(Receiver):
         self._builder = PublishBlockBuilder(protocol == "5")
         #: Times the connection stopped reading because the engine could not keep up.
         self.pauses = 0
+        #: Records per block under a rate bound (max_block_records without one).
+        self._bounded_block = max_block_records
 
     def _connection(self) -> MqttConnection:
         return MqttConnection(
@@ -226,6 +232,7 @@ class MqttReceiver(Receiver):
         """Frame what arrives into blocks, one bounded step per event-loop turn."""
         before = self.messages_received
         while True:
+            await self._rate_gate(conn)
             arrival, chunk = await conn.next_chunk()
             buf = framer.join(chunk)
             if buf is not None:
@@ -243,13 +250,35 @@ class MqttReceiver(Receiver):
 
     def _block_full(self) -> bool:
         """Hand a block over before the block interval when it is full, or when the broker
-        is about to stop sending (half its window of unacknowledged messages)."""
+        is about to stop sending (half its window of unacknowledged messages), or under a
+        rate bound when it holds a block interval of the bound (so a lower bound is taken
+        in small, evenly paced blocks, each stored once the rate allows it)."""
         builder = self._builder
         return (
             builder.count >= self.max_block_records
             or builder.nbytes >= self.max_block_bytes
             or len(builder.acks) >= self.max_inflight // 2
+            or builder.count >= self._bounded_block
         )
+
+    async def _rate_gate(self, conn: MqttConnection) -> None:
+        """The rate gate: under a rate bound (receiver_max_rate, backpressure) read no more
+        until the blocks stored are paid for, in blocks of a block interval of the bound,
+        and let the connection queue about a second of the bound before it stops reading
+        the socket: TCP flow control holds the rest at the broker (and, with QoS >= 1, its
+        window of unacknowledged messages)."""
+        bound = self.rate_limit
+        if bound is None:
+            self._bounded_block = self.max_block_records
+            conn.max_queued_bytes = self.max_queued_bytes
+            return
+        self._bounded_block = max(1, math.ceil(bound * self.block_interval))
+        builder = self._builder
+        message_bytes = builder.nbytes / builder.count if builder.count else 256
+        conn.max_queued_bytes = max(
+            MIN_QUEUED_BYTES, min(self.max_queued_bytes, int(bound * message_bytes))
+        )
+        await self.wait_for_rate()
 
     async def _hand_over(self, blocks: MemoryObjectSendStream[PublishBlockBuilder]) -> None:
         builder, self._builder = self._builder, PublishBlockBuilder(self.protocol == "5")
@@ -379,4 +408,8 @@ def mqtt_stream(
             decoder=decoder, shared_group=shared_group, **options,
         )
         parts.append(MqttInputDStream(ssc, receiver, f"mqtt_stream[{index}]"))
-    return parts[0] if num_receivers == 1 else MqttUnionDStream(ssc, parts)
+    if num_receivers == 1:
+        return parts[0]
+    # One stream with N receivers: one backpressure bound, split evenly over them.
+    share_rate_controller(parts, f"mqtt_stream({', '.join(filters)})")
+    return MqttUnionDStream(ssc, parts)

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
+import aiomqtt
 import anyio
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from aiostream_engine import ManualClock, StreamingContext
 from aiostream_engine.sources.simulator import SensorSimulator
 from aiostream_engine.testing import advance_batches, collect_batches
+from tests.brokers import Mosquitto
 from tests.rate.sim import settle
 
 pytestmark = pytest.mark.anyio
@@ -124,3 +129,55 @@ async def test_a_bounded_socket_stream_reads_less_and_tcp_holds_the_rest() -> No
     # batch after the one whose clock second allowed it (the clock jumps at batch time).
     assert all(n <= 2000 for n in counts) and 1000 <= sum(counts) <= 4000, counts
     assert all(line == LINE[:-1].decode() for _, batch in out for line in batch)
+
+
+async def test_a_bounded_mqtt_receiver_reads_less_and_the_broker_keeps_the_rest(
+    quiet_mosquitto: Mosquitto,
+) -> None:
+    """QoS 1: 3000 messages of 1 KB wait for the session at the broker. At 100 messages/s
+    the receiver stores about that and stops reading its socket once about a block interval
+    of the bound waits in its client (plus one read, 256 KiB): TCP flow control holds the
+    rest at the broker. (mosquitto 2.0.11 honours the Receive Maximum only for the first
+    window of a session's queue: the socket is what holds the rest.) Nothing is lost or
+    repeated."""
+    broker = quiet_mosquitto
+    client_id = "bounded-receiver"
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    async with aiomqtt.Client(broker.host, broker.port, identifier=client_id, clean_start=False,
+                              protocol=aiomqtt.ProtocolVersion.V5, properties=properties) as session:
+        await session.subscribe("load", qos=1)
+    async with aiomqtt.Client(broker.host, broker.port,
+                              protocol=aiomqtt.ProtocolVersion.V5) as publisher:
+        for first in range(0, 3000, 100):  # 100 in flight at a time
+            async with anyio.create_task_group() as tg:
+                for n in range(first, first + 100):
+                    payload = f"{n} ".encode().ljust(1000, b"x")
+                    tg.start_soon(partial(publisher.publish, "load", payload, qos=1))
+    async with StreamingContext(1.0, master="local", clock=ManualClock(), conf=bounded(100)) as ssc:
+        stream = ssc.mqtt_stream(broker.host, broker.port, "load", qos=1, client_id=client_id,
+                                 clean_start=False, decoder="text", max_inflight=200)
+        out = collect_batches(stream.map(lambda record: int(record.payload.split(" ", 1)[0])))
+        await ssc.start()
+        receiver = stream.receiver  # type: ignore[union-attr]
+        for _ in range(3):
+            await anyio.sleep(0.5)  # real time for the broker to send all it can
+            # At most its first window of unacknowledged messages (200), a block interval
+            # of the bound (or 100) and one read of 1 KB messages (256 KiB) beyond what it
+            # stored; of 3000.
+            assert receiver.messages_received <= receiver.messages_stored + 200 + 100 + 262
+            await advance_batches(ssc, 1)
+        stored = receiver.messages_stored
+    assert 100 <= stored <= 500  # 3 s at 100/s, plus at most 1 s of burst and one flush
+    records = [n for _, batch in out for n in batch]
+    assert records == list(range(len(records)))
+
+
+async def test_an_mqtt_stream_with_n_receivers_has_one_bound_split_over_them() -> None:
+    ssc = StreamingContext(1.0, master="local", clock=ManualClock(), conf=BOUNDED)
+    stream = ssc.mqtt_stream("127.0.0.1", 1883, "load", num_receivers=3, shared_group="g")
+    parts = stream.parts  # type: ignore[union-attr]
+    controller = parts[0].rate_controller
+    assert all(p.rate_controller is controller for p in parts)
+    assert controller.stream_ids == tuple(p.id for p in parts)
+    assert controller.num_receivers == 3
