@@ -40,9 +40,11 @@ class LineCutter:
     line: ``feed`` returns the bytes of the lines a chunk completes (each ending with
     ``b"\\n"``) and how many there are.
 
-    A line still unterminated past ``max_bytes`` keeps only its first ``max_bytes + 1``
+    A line still unterminated past ``max_bytes`` keeps only its first ``max_bytes + 2``
     bytes and drops the rest as it arrives; once it ends, that prefix comes out as the
-    line, so the decoder sees a line over the limit and makes it a dead letter.
+    line, so the decoder sees a line over the limit and makes it a dead letter (two bytes
+    over, not one: a kept prefix ending in ``"\r"`` loses it to ``strip_cr`` and must
+    still be over the limit).
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -50,7 +52,7 @@ class LineCutter:
         self._pending = bytearray()
 
     def _keep(self, part: bytes) -> None:
-        room = self._max_bytes + 1 - len(self._pending)
+        room = self._max_bytes + 2 - len(self._pending)
         if room > 0:
             self._pending += part[:room]
 
@@ -76,7 +78,7 @@ class LineCutter:
 
 
 class UndecodableLine(NamedTuple):
-    """A line that could not be decoded: its bytes (at most the limit plus one) and why."""
+    """A line that could not be decoded: its bytes (at most the limit plus two) and why."""
 
     line: bytes
     error: str

@@ -140,12 +140,17 @@ def test_line_cutter_keeps_the_last_partial_line_and_bounds_oversized_ones() -> 
     cutter = LineCutter(max_bytes=4)
     assert cutter.feed(b"ab\r\ncd\nlo") == (b"ab\r\ncd\n", 2)
     assert cutter.feed(b"ng!") == (b"", 0)
-    assert cutter.feed(b"!\nx") == (b"long!\n", 1)  # 5 bytes kept: over the limit of 4
+    assert cutter.feed(b"!\nx") == (b"long!!\n", 1)  # 6 bytes kept: over the limit of 4
     assert cutter.end() == (b"x\n", 1)
     assert LineCutter(4).end() == (b"", 0)
     too_long = LineCutter(4)
     too_long.feed(b"123456789")
-    assert too_long.end() == (b"12345\n", 1)
+    assert too_long.end() == (b"123456\n", 1)
+    # Two bytes over: a kept prefix ending in "\r" is still over the limit once the
+    # decoder strips it (one byte over would make it exactly the limit: a good line).
+    with_cr = LineCutter(4)
+    with_cr.feed(b"1234\r56")
+    assert with_cr.end() == (b"1234\r5\n", 1)
 
 
 async def test_server_closing_makes_the_receiver_reconnect() -> None:
