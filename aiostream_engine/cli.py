@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Kafka bootstrap servers HOST:PORT for --source kafka")
     demo.add_argument("--topic", default=None,
                       help="Kafka topic for --source kafka (default aiostream-demo)")
+    demo.add_argument("--backpressure", action="store_true",
+                      help="bound what the source sends to what the job processes (a PID "
+                           "rate controller, updated every batch); with a --rate above that "
+                           "(or --work) the statistics show the bound and what waits")
+    demo.add_argument("--work", type=_non_negative_float, default=0.0,
+                      help="microseconds of CPU each reading costs the job (default 0); with "
+                           "--backpressure, e.g. --rate 20000 --work 200 overloads local[2]")
+    demo.add_argument("--initial-rate", type=_non_negative_float, default=0.0,
+                      help="with --backpressure, readings/s before the first estimate "
+                           "(default 0: the first batch takes what is offered)")
     demo.add_argument("--checkpoint-dir", default=None,
                       help="checkpoint directory of the window (default: a temporary one)")
 
@@ -129,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         source=args.source,
         bootstrap=args.bootstrap,
         topic=args.topic,
+        backpressure=args.backpressure,
+        work=args.work,
+        initial_rate=args.initial_rate,
     )
     try:
         _run_async(demo)

@@ -18,6 +18,7 @@ import functools
 import math
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,6 +76,15 @@ def windowed_averages(per_batch: DStream, window: float, slide: float) -> DStrea
     )
 
 
+def busy(microseconds: float, line: str | bytes) -> str | bytes:
+    """Spend ``microseconds`` of CPU on a reading (the demo's stand-in for real work per
+    record, so that a modest rate overloads the job), then pass it on."""
+    deadline = time.process_time() + microseconds / 1e6
+    while time.process_time() < deadline:
+        pass
+    return line
+
+
 def aggregate_readings(readings: DStream, num_partitions: int | None = None) -> DStream:
     """Per batch: ``(device_id, (count, temp sum, humidity sum))`` for every device that
     reported, plus ``(MALFORMED, (count, 0.0, 0.0))`` when some readings did not parse."""
@@ -130,20 +140,36 @@ def format_window(window: float, aggregates: list[tuple[str, Aggregate]], top: i
     )
 
 
-def format_stats(info: BatchInfo) -> str:
-    return (
+def format_stats(info: BatchInfo, waiting: int | None = None) -> str:
+    """A batch's statistics line; with backpressure also the rate bound its input was
+    taken under and, given ``waiting``, the readings still waiting at the source."""
+    line = (
         f"   stats {format_batch_time(info.batch_time)}: records {info.num_records}, "
         f"scheduling delay {_ms(info.scheduling_delay)}, "
         f"processing {_ms(info.processing_delay)}, total delay {_ms(info.total_delay)}"
     )
+    bounds = [i.metadata["rate_bound"] for i in info.stream_id_to_input_info.values()
+              if "rate_bound" in i.metadata]
+    if bounds:
+        shown = "none yet" if bounds[0] is None else f"{bounds[0]:.0f} records/s"
+        line += f", rate bound {shown}"
+    if waiting is not None:
+        line += f", waiting at the devices {waiting}"
+    return line
 
 
 class BatchStatsPrinter(StreamingListener):
     """Prints a statistics line for every completed batch and keeps the totals."""
 
-    def __init__(self, totals: DemoTotals, write: Callable[[str], Any]) -> None:
+    def __init__(
+        self,
+        totals: DemoTotals,
+        write: Callable[[str], Any],
+        waiting: Callable[[], int] | None = None,
+    ) -> None:
         self.totals = totals
         self._write = write
+        self._waiting = waiting
         self.printed: set[float] = set()
 
     def on_batch_completed(self, event: BatchCompleted) -> None:
@@ -155,7 +181,7 @@ class BatchStatsPrinter(StreamingListener):
         self.printed.add(info.batch_time)
         if info.processing_delay is not None:
             self.totals.processing.append(info.processing_delay)
-        self._write(format_stats(info))
+        self._write(format_stats(info, self._waiting() if self._waiting else None))
 
     def catch_up(self, history: list[BatchInfo]) -> None:
         """Show batches whose completion event was not delivered (the engine stops its
@@ -170,11 +196,13 @@ def attach_demo(
     out: TextIO | None = None,
     top: int = 5,
     window: float | None = None,
+    waiting: Callable[[], int] | None = None,
 ) -> DemoTotals:
     """Add the demo's output operations and statistics listener to ``ssc``; with
     ``window`` also a sliding view of the last ``window`` seconds, every second (it needs
     ``ssc.checkpoint(directory)``). Lines go to ``out`` (default: ``sys.stdout`` as it
-    is when called)."""
+    is when called); ``waiting`` gives the readings waiting at the source, for the
+    statistics lines."""
     totals = DemoTotals()
     out = out or sys.stdout
 
@@ -198,7 +226,7 @@ def attach_demo(
             write(format_window(span, await rdd.acollect()))
 
         windowed_averages(per_batch, span, slide).foreach_rdd(report_window)
-    totals.stats = BatchStatsPrinter(totals, write)
+    totals.stats = BatchStatsPrinter(totals, write, waiting)
     ssc.add_streaming_listener(totals.stats)
     return totals
 
@@ -223,6 +251,10 @@ def format_summary(totals: DemoTotals) -> str:
     )
 
 
+def _waiting(devices: Any, ssc: StreamingContext) -> int:
+    return int(devices.waiting(ssc.clock.now()))
+
+
 async def run_demo(
     *,
     duration: float = 10.0,
@@ -241,12 +273,20 @@ async def run_demo(
     source: str = "simulator",
     bootstrap: str | None = None,
     topic: str | None = None,
+    backpressure: bool = False,
+    work: float = 0.0,
+    initial_rate: float = 0.0,
 ) -> DemoTotals:
     """Run the demo until ``duration`` seconds have passed (0: until Ctrl-C / SIGTERM),
     then stop gracefully: every reading received is processed and printed.
 
     ``source="kafka"``: the simulated readings go through a Kafka topic on ``bootstrap``
-    (``sources.kafka_demo``) and the direct stream reads them."""
+    (``sources.kafka_demo``) and the direct stream reads them.
+
+    With ``backpressure`` the stream takes only what the job processes (set ``rate`` above
+    that to see it, or give each reading ``work`` microseconds of CPU; ``initial_rate``
+    bounds the first batches): each statistics line shows the bound, and with the
+    simulator the readings waiting on the devices."""
     if source not in ("simulator", "kafka"):
         raise ValueError(f"source must be 'simulator' or 'kafka', got {source!r}")
     if source == "kafka" and not bootstrap:
@@ -256,7 +296,9 @@ async def run_demo(
         f"aiostream-engine demo: {devices} devices, {rate:g} readings/s, batch "
         f"{batch_interval:g} s"
         + ("" if block_interval is None else f", blocks {block_interval:g} s")
-        + f", master {master}; "
+        + f", master {master}"
+        + (", backpressure on" if backpressure else "")
+        + "; "
         + (f"running {duration:g} s" if duration else "running until Ctrl-C"),
         file=out,
         flush=True,
@@ -266,16 +308,21 @@ async def run_demo(
             checkpoint_dir = cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="aiostream-demo-")
             )
-        conf: dict[str, Any] = {"ui_port": ui_port}
+        conf: dict[str, Any] = {
+            "ui_port": ui_port,
+            "backpressure_enabled": backpressure,
+            "backpressure_initial_rate": initial_rate,
+        }
         if block_interval is not None:
             conf["block_interval"] = block_interval
         async with StreamingContext(batch_interval, master=master, conf=conf) as ssc:
             if checkpoint_dir:
                 ssc.checkpoint(checkpoint_dir)
+            from .sources.simulator import SensorSimulator
+
             producer: Any = None
             if source == "kafka":
                 from .sources import kafka_demo
-                from .sources.simulator import SensorSimulator
 
                 assert bootstrap is not None
                 topic = topic or kafka_demo.DEMO_TOPIC
@@ -285,11 +332,17 @@ async def run_demo(
                     num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
                 )
                 producer = functools.partial(kafka_demo.produce_readings, bootstrap, topic, simulator)
-            else:
-                readings = ssc.simulator_stream(
+            waiting: Callable[[], int] | None = None
+            if source == "simulator":
+                simulated = SensorSimulator(
                     num_devices=devices, rate=rate, seed=seed, malformed_fraction=malformed_fraction
                 )
-            totals = attach_demo(ssc, readings, out, window=window or None)
+                readings = ssc.receiver_stream(simulated)
+                if backpressure:
+                    waiting = functools.partial(_waiting, simulated, ssc)
+            if work:
+                readings = readings.map(functools.partial(busy, work))
+            totals = attach_demo(ssc, readings, out, window=window or None, waiting=waiting)
             await ssc.start()
             print(ui_line(ssc), file=out, flush=True)
             graceful = ssc.conf.stop_gracefully_on_shutdown

@@ -141,6 +141,10 @@ class SensorSimulator(Receiver):
         due = math.floor((now - self._start) * self.rate + _EPS)
         return due if self.limit is None else min(due, self.limit)
 
+    def waiting(self, now: float) -> int:
+        """Readings due by ``now`` not sent yet: held back by a rate bound."""
+        return 0 if self._start is None else max(0, self.due_until(now) - self.emitted)
+
     # ---- the receiver ------------------------------------------------------------------
 
     def _tick(self) -> float:
