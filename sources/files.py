@@ -6,14 +6,20 @@ file becomes one partition of the batch's RDD. Files must appear atomically (wri
 elsewhere, then renamed in); names starting with ``.`` or ``_`` are ignored (temporary and
 marker files), and so are the files present when the stream starts (Spark's newFilesOnly).
 
+Files are read as bytes, undecoded (``aiostream_engine.raw``): a file's lines, their ends
+made ``\\n`` (Hadoop's text input splits on ``\\n``, ``\\r\\n`` or ``\\r``), become one
+``RawLines`` partition, decoded on the workers as the first stage of the batch's tasks. A
+line that is not valid UTF-8 becomes an ``UndecodableLine`` in ``dead_letters()``, counted
+(``invalid_lines``) and logged as its batch completes; the file's other lines are kept.
+
 With backpressure each batch takes new files until their lines reach the stream's rate
 bound times the batch interval (at least one file); the other new files wait in the
 directory, first in line for the next batches.
 
 Seen names are remembered only while they remain in the directory, so memory follows the
 directory's size; a file deleted and later moved in again under the same name is read again.
-A file that vanishes before it is read, or is not valid UTF-8, is skipped, counted and
-logged; the stream goes on.
+A file that vanishes before it is read, or cannot be read, is skipped, counted and logged;
+the stream goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from aiostream_engine.decoding import DeadLetterInputDStream, WorkerDecoding
 from aiostream_engine.dstream.input import InputDStream
+from aiostream_engine.raw import LineDecoder, RawLines, UndecodableLine, is_raw
 from aiostream_engine.rdd.core import RDD
 
 if TYPE_CHECKING:
@@ -48,12 +56,23 @@ def list_files(directory: Path) -> set[str]:
 
 
 def read_lines(path: Path) -> list[str]:
-    """The file's lines, split like Hadoop's text input (``\\n``, ``\\r\\n`` or ``\\r``)."""
+    """The file's lines, split like Hadoop's text input (``\\n``, ``\\r\\n`` or ``\\r``),
+    decoded here (``SparkContext.textFile``'s tasks); UnicodeDecodeError if not UTF-8."""
     with open(path, encoding="utf-8") as file:  # universal newlines
         lines = file.read().split("\n")
     if lines[-1] == "":
         lines.pop()
     return lines
+
+
+def read_raw_lines(path: Path) -> RawLines:
+    """The file's lines, undecoded, their ends made ``\\n`` as Hadoop's text input splits them
+    (``\\n``, ``\\r\\n`` or ``\\r``; no UTF-8 sequence holds those bytes): the stream's
+    partitions, decoded on the workers."""
+    data = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    return RawLines(data, data.count(b"\n"))
 
 
 @dataclass
@@ -62,7 +81,7 @@ class Scan:
     and the new files left for later batches (over the rate bound), oldest first."""
 
     present: set[str]
-    files: list[list[str]] = field(default_factory=list)
+    files: list[RawLines | list[Any]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
 
@@ -70,7 +89,7 @@ class Scan:
 def scan(
     directory: Path,
     seen: frozenset[str],
-    read: Callable[[Path], list[Any]] = read_lines,
+    read: Callable[[Path], RawLines | list[Any]] = read_raw_lines,
     waiting: Sequence[str] = (),
     max_records: float | None = None,
 ) -> Scan:
@@ -92,11 +111,7 @@ def scan(
             lines = read(path)
         except FileNotFoundError:
             result.skipped.append((path, "it vanished before it could be read"))
-        except UnicodeDecodeError as exc:
-            result.skipped.append(
-                (path, f"it is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-            )
-        except ValueError as exc:
+        except ValueError as exc:  # the stream's reader refused the file
             result.skipped.append((path, str(exc)))
         except OSError as exc:
             result.skipped.append((path, f"it could not be read ({exc})"))
@@ -112,16 +127,20 @@ class TextFileInputDStream(InputDStream):
     def __init__(self, ssc: StreamingContext, directory: str | os.PathLike[str]) -> None:
         super().__init__(ssc, f"text_file_stream({os.fspath(directory)})")
         self.directory = Path(directory)
-        #: Files skipped because they vanished or could not be decoded or read.
+        #: Files skipped because they vanished or could not be read.
         self.skipped_files = 0
+        #: Lines that were not valid UTF-8 (dead letters).
+        self.invalid_lines = 0
         #: Batches for which the directory could not be listed (they hold no files).
         self.failed_listings = 0
         self._seen: frozenset[str] = frozenset()
         #: New files over the rate bound, read by later batches (oldest first).
         self._waiting: list[str] = []
         self._prepared: tuple[int, RDD] | None = None
-        #: How a file becomes the records of one partition.
-        self._read: Callable[[Path], list[Any]] = read_lines
+        #: How a file becomes one partition: raw lines (decoded on the workers), or
+        #: the records themselves (``binary_records_stream``).
+        self._read: Callable[[Path], RawLines | list[Any]] = read_raw_lines
+        self.decoding = WorkerDecoding(self, LineDecoder(strip_cr=False), on_finished=self._decoded)
 
     @property
     def waiting_files(self) -> int:
@@ -152,10 +171,29 @@ class TextFileInputDStream(InputDStream):
         for path, reason in found.skipped:
             self.skipped_files += 1
             log.warning("%s: skipped file %s: %s", self.name, path, reason)
-        self._count(time_ms, found.files)
-        self._prepared = (time_ms, self._ssc.spark_context.from_partitions(found.files, self.name))
+        self._records[time_ms] = sum(len(file) for file in found.files)
+        partitions = [[file] if is_raw(file) else file for file in found.files]
+        rdd = self._ssc.spark_context.from_partitions(partitions, self.name)  # type: ignore[arg-type]
+        if found.files and is_raw(found.files[0]):
+            rdd = self.decoding.rdd(time_ms, rdd)
+        self._prepared = (time_ms, rdd)
 
     def compute(self, time_ms: int) -> RDD | None:
         if self._prepared is not None and self._prepared[0] == time_ms:
             return self._prepared[1]
         return self._ssc.spark_context.empty_rdd()
+
+    async def batch_completed(self, time_ms: int) -> None:
+        await self.decoding.finish(time_ms)
+
+    def dead_letters(self) -> DeadLetterInputDStream:
+        """``UndecodableLine(line bytes, error)`` of every line that is not valid UTF-8;
+        call it before the context starts."""
+        return self.decoding.dead_letters()
+
+    def _decoded(self, time_ms: int, records: int, dead_letters: list[UndecodableLine]) -> None:
+        if dead_letters:
+            self.invalid_lines += len(dead_letters)
+            log.warning("%s: %d line(s) of batch %.3f s are not valid UTF-8 (first: %r, a line %s)",
+                        self.name, len(dead_letters), time_ms / 1000, dead_letters[0].line,
+                        dead_letters[0].error)

@@ -6,6 +6,7 @@ Python reference that decodes message by message as the receivers used to.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -164,3 +165,33 @@ def test_raw_lines_decode_to_what_lines_did(lines: list[bytes], points: list[int
     assert [d.line if d.error.startswith("that") else len(d.line) > max_bytes for d in dead] == [
         d if isinstance(d, bytes) else True for d in expected_dead
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(st.tuples(LINES.map(lambda ls: b"".join(ls).replace(b"\r", b"")),
+                             st.sampled_from([b"\n", b"\r\n", b"\r"])), max_size=20),
+    last_terminated=st.booleans(),
+)
+def test_files_read_raw_decode_to_what_their_lines_did(
+    tmp_path_factory: Any, lines: list[tuple[bytes, bytes]], last_terminated: bool
+) -> None:
+    """text_file_stream: a file's bytes, newlines made \\n in the reading thread, decoded on
+    the worker; the reference splits with universal newlines (a regular expression on the
+    bytes) and decodes line by line."""
+    from aiostream_engine.sources.files import read_raw_lines
+
+    data = b"".join(text + end for text, end in lines)
+    if lines and not last_terminated:
+        data = data[: -len(lines[-1][1])]
+    path = tmp_path_factory.mktemp("files") / "part.txt"
+    path.write_bytes(data)
+    dead: list[UndecodableLine] = []
+    good = [line for chunk in LineDecoder(strip_cr=False).decode(iter([read_raw_lines(path)]), dead)
+            for line in chunk]
+    texts = re.split(rb"\r\n|\r|\n", data)
+    if texts[-1] == b"":
+        texts.pop()  # after the last line end (or an empty file)
+    expected_good, expected_dead = lines_reference(texts, 1 << 20)
+    assert good == expected_good
+    assert [d.line for d in dead] == expected_dead

@@ -69,7 +69,8 @@ class _Worker:
         try:
             stdin.write(PART_COUNT.pack(count))
             for _ in range(count):
-                part = b""  # after a part that could not be encoded: keeps the frame whole
+                # After a part that could not be encoded, empty ones keep the frame whole.
+                part: bytes | memoryview = b""
                 if unpicklable is None:
                     try:
                         part = next(parts)

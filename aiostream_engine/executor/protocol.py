@@ -4,7 +4,11 @@ Request: 4-byte big-endian part count, then each part as an 8-byte big-endian le
 its bytes. Part 0 is the cloudpickle of ``(plan, index, drops)``, drops being the ids of
 blocks the worker may forget before it runs the task. A plan whose input is a
 ``RecordsInput`` goes with an empty ``RecordSlices`` instead, and its records follow as
-the other parts, one pickled slice each, written as they are encoded.
+the other parts, one pickled slice each, written as they are encoded. A partition of raw
+blocks (undecoded buffers from a receiver, ``aiostream_engine.raw``) goes as the blocks
+without their buffers (``RawBuffers``), and the buffers follow as they are, in parts of at
+most ``RAW_PART`` bytes: not pickled (no copy on the event loop), one pipe's worth per
+write.
 Response: 8-byte big-endian length, then one status byte (``RESULT`` / ``ERROR``) and a
 pickle.
 """
@@ -19,6 +23,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..raw import is_raw
 from ..rdd.tasks import RecordsInput, RecordSlices, TaskPlan, dumps_slice
 
 HEADER = struct.Struct(">Q")
@@ -30,23 +35,60 @@ NICE_ENV = "AIOSTREAM_WORKER_NICE"
 
 #: Records per slice: about a millisecond of pickling for lines of ~100 bytes.
 SLICE = 16_384
+#: Bytes of a raw block's buffer per part: the worker's pipe holds 1 MiB.
+RAW_PART = 1 << 20
 
 
-def request_parts(plan: TaskPlan, index: int, drops: list[str]) -> tuple[int, Iterator[bytes]]:
+@dataclasses.dataclass(frozen=True)
+class RawBuffers:
+    """In transit only: a partition of raw blocks without their buffers (``data``), and the
+    buffers' sizes; the buffers follow the plan as parts."""
+
+    blocks: tuple[Any, ...]
+    sizes: tuple[int, ...]
+
+    def filled(self, parts: list[bytes]) -> RecordsInput:
+        """The partition again, each block with its buffer joined from ``parts``."""
+        blocks, rest = [], iter(parts)
+        for block, size in zip(self.blocks, self.sizes, strict=True):
+            pieces = [next(rest) for _ in range(-(-size // RAW_PART))]
+            blocks.append(dataclasses.replace(block, data=b"".join(pieces)))
+        return RecordsInput(blocks)
+
+
+def _raw_partition(records: list[Any]) -> bool:
+    return bool(records) and all(
+        is_raw(r) and dataclasses.is_dataclass(r) and isinstance(getattr(r, "data", None), bytes)
+        for r in records
+    )
+
+
+def request_parts(
+    plan: TaskPlan, index: int, drops: list[str]
+) -> tuple[int, Iterator[bytes | memoryview]]:
     """How many parts the request has, and the parts, each encoded when it is reached
     (the caller writes one and yields to the event loop before the next)."""
     records: list[Any] = []
-    if isinstance(plan.input, RecordsInput):
+    buffers: list[memoryview] = []
+    if isinstance(plan.input, RecordsInput) and _raw_partition(plan.input.records):
+        blocks = plan.input.records
+        hollow = RawBuffers(tuple(dataclasses.replace(b, data=b"") for b in blocks),
+                            tuple(len(b.data) for b in blocks))
+        plan = dataclasses.replace(plan, input=hollow)  # type: ignore[arg-type]
+        buffers = [memoryview(b.data)[i:i + RAW_PART]
+                   for b in blocks for i in range(0, len(b.data), RAW_PART)]
+    elif isinstance(plan.input, RecordsInput):
         records = plan.input.records
         plan = dataclasses.replace(plan, input=RecordSlices([]))
     slices = range(0, len(records), SLICE)
 
-    def parts() -> Iterator[bytes]:
+    def parts() -> Iterator[bytes | memoryview]:
         yield cloudpickle.dumps((plan, index, drops), protocol=pickle.HIGHEST_PROTOCOL)
         for start in slices:
             yield dumps_slice(records[start : start + SLICE])
+        yield from buffers
 
-    return 1 + len(slices), parts()
+    return 1 + len(slices) + len(buffers), parts()
 
 
 def decode_request(parts: list[bytes]) -> tuple[TaskPlan, int, list[str]]:
@@ -54,4 +96,6 @@ def decode_request(parts: list[bytes]) -> tuple[TaskPlan, int, list[str]]:
     plan, index, drops = cloudpickle.loads(parts[0])
     if isinstance(plan.input, RecordSlices):
         plan = dataclasses.replace(plan, input=RecordSlices(parts[1:]))
+    elif isinstance(plan.input, RawBuffers):
+        plan = dataclasses.replace(plan, input=plan.input.filled(parts[1:]))
     return plan, index, drops

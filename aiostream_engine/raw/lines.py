@@ -2,8 +2,8 @@
 
 ``RawLines`` holds every line followed by ``b"\\n"``, so the line ends are its offsets;
 ``LineCutter`` cuts a byte stream at line ends on the event loop without a step per line,
-and ``LineDecoder`` turns a block into ``str`` lines on the worker, whole segments at a
-time (one UTF-8 decode and one split per few megabytes). A line that is not UTF-8, or is
+and ``LineDecoder`` turns a block into ``str`` lines on the worker, a segment at a time
+(one UTF-8 decode and one split per 64 KiB). A line that is not UTF-8, or is
 longer than the source allows, becomes an ``UndecodableLine`` dead letter.
 """
 
@@ -84,8 +84,11 @@ class UndecodableLine(NamedTuple):
     error: str
 
 
-#: Bytes decoded at once on the worker: one decode and one split per segment.
-SEGMENT = 4 << 20
+#: Bytes decoded at once on the worker: one decode and one split per segment. Small enough
+#: for the segment, its text and its lines to stay in the CPU's cache: W2's map task over
+#: 200,000 readings took 174 ms with 4 MiB segments, 152 ms with 64 KiB (148 ms from
+#: pickled slices of str).
+SEGMENT = 64 << 10
 
 
 @dataclass(frozen=True)

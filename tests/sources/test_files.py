@@ -10,6 +10,7 @@ import pytest
 
 import aiostream_engine.sources.files as files_source
 from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine.raw import RawLines, UndecodableLine
 from aiostream_engine.testing import advance_batches, collect_batches
 
 pytestmark = pytest.mark.anyio
@@ -62,23 +63,29 @@ async def test_a_name_removed_then_moved_in_again_is_a_new_file(tmp_path: Path) 
     assert out == [(1.0, ["first"]), (2.0, []), (3.0, ["second"])]
 
 
-async def test_undecodable_file_is_skipped_counted_and_logged(
+async def test_undecodable_lines_are_dead_letters_counted_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with context() as ssc:
         stream = ssc.text_file_stream(str(tmp_path))
         out = collect_batches(stream)
+        dead = collect_batches(stream.dead_letters())  # type: ignore[attr-defined]
         await ssc.start()
         move_in(tmp_path, "good.txt", b"caf\xc3\xa9\n")
-        move_in(tmp_path, "latin1.txt", b"caf\xe9\n")
+        move_in(tmp_path, "latin1.txt", b"caf\xe9\nplain\r\n")
         with caplog.at_level(logging.WARNING, "aiostream_engine.sources.files"):
-            await advance_batches(ssc, 1)
-        await advance_batches(ssc, 1)  # a skipped file is not retried
-    assert out == [(1.0, ["café"]), (2.0, [])]
-    assert stream.skipped_files == 1
+            infos = await advance_batches(ssc, 1)
+        await advance_batches(ssc, 1)  # a file is not read again
+    assert out == [(1.0, ["café", "plain"]), (2.0, [])]
+    assert dead == [
+        (1.0, [UndecodableLine(b"caf\xe9", "that is not valid UTF-8 (unexpected end of data at byte 3)")]),
+        (2.0, []),
+    ]
+    assert infos[0].stream_id_to_num_records == {stream.id: 2, stream.dead_letters().id: 1}  # type: ignore[attr-defined]
+    assert (stream.invalid_lines, stream.skipped_files) == (1, 0)
     assert [r.getMessage() for r in caplog.records] == [
-        f"text_file_stream({tmp_path}): skipped file {tmp_path / 'latin1.txt'}: "
-        "it is not valid UTF-8 (invalid continuation byte at byte 3)"
+        f"text_file_stream({tmp_path}): 1 line(s) of batch 1.000 s are not valid UTF-8 "
+        "(first: b'caf\\xe9', a line that is not valid UTF-8 (unexpected end of data at byte 3))"
     ]
     assert ssc.errors == []
 
@@ -86,14 +93,14 @@ async def test_undecodable_file_is_skipped_counted_and_logged(
 async def test_file_vanishing_between_listing_and_reading_is_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    read_lines = files_source.read_lines
+    read_lines = files_source.read_raw_lines
 
-    def delete_first(path: Path) -> list[str]:
+    def delete_first(path: Path) -> RawLines:
         if path.name == "gone.txt":
             path.unlink()  # the fault at the exact moment: listed, then deleted
         return read_lines(path)
 
-    monkeypatch.setattr(files_source, "read_lines", delete_first)
+    monkeypatch.setattr(files_source, "read_raw_lines", delete_first)
     async with context() as ssc:
         stream = ssc.text_file_stream(str(tmp_path))
         out = collect_batches(stream)

@@ -127,7 +127,7 @@ async def test_oversized_lines_are_dead_letters_with_bounded_memory() -> None:
         await advance_batches(ssc, 1)
         await conn.aclose()
     assert out == [(1.0, ["short", "12345678", "ok"])]
-    # The unterminated line is held to 9 bytes while it grows (unless TCP delivered it
+    # The unterminated line is held to 10 bytes while it grows (unless TCP delivered it
     # whole in one read: a read is bounded anyway); the decoder makes it a dead letter.
     first, second = (d.line for d in dead[0][1])
     assert b"0123456789abcdef".startswith(first) and len(first) >= 9
