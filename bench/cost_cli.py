@@ -1,5 +1,6 @@
-"""The command line of the single-engine cost benchmarks (state_cost, window_cost): run,
-print the table, and unless ``--quick`` save it with its JSON in bench/results/."""
+"""The command line of the standalone benchmarks (state_cost, window_cost, mqtt_ingest,
+receiver_feed): run, print the table, and unless ``--quick`` save it with its JSON in
+bench/results/."""
 
 from __future__ import annotations
 
@@ -14,6 +15,25 @@ import anyio
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def run_benchmark(
+    name: str,
+    description: str,
+    quick_help: str,
+    run: Callable[[bool], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=f"{quick_help}; print only")
+    args = parser.parse_args()
+    result = run(args.quick)
+    table = markdown(result)
+    print(table)
+    if not args.quick:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        (RESULTS / f"{name}.md").write_text(table)
+
+
 def run_cost_benchmark(
     name: str,
     description: str,
@@ -21,13 +41,4 @@ def run_cost_benchmark(
     main: Callable[[bool], Awaitable[dict[str, Any]]],
     markdown: Callable[[dict[str, Any]], str],
 ) -> None:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help=f"{quick_help}; print only")
-    args = parser.parse_args()
-    result = anyio.run(main, args.quick)
-    table = markdown(result)
-    print(table)
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / f"{name}.md").write_text(table)
+    run_benchmark(name, description, quick_help, lambda quick: anyio.run(main, quick), markdown)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -41,8 +42,12 @@ async def _collect(rdd: Any) -> None:
 
 
 class _Listener:
-    def __init__(self, tracker: BatchTracker, traffic: Any = None) -> None:
+    def __init__(
+        self, tracker: BatchTracker, traffic: Any = None,
+        on_batch: Callable[[Any], None] = lambda info: None,
+    ) -> None:
         self.tracker = tracker
+        self.on_batch = on_batch
         self.first_completed: float | None = None
         self.done = anyio.Event()
         self._traffic = traffic  # the backend's byte counters, where it has them
@@ -59,6 +64,7 @@ class _Listener:
         now = self._bytes()
         self.batch_bytes.append(now - self._last_bytes)
         self._last_bytes = now
+        self.on_batch(event.batch_info)
         if self.tracker.add(event.batch_info.processing_delay or 0.0):
             self.done.set()
 
@@ -72,6 +78,9 @@ class _Listener:
 
 
 class EngineSession:
+    """Our engine; subclasses feed the batches another way (``stream``) and may measure
+    more per batch (``on_batch``, ``extra``)."""
+
     def __init__(self, master: str) -> None:
         self.master = master
 
@@ -86,21 +95,33 @@ class EngineSession:
     def close(self) -> None:
         return None
 
+    def conf(self) -> dict[str, Any]:
+        return bench_conf()
+
+    def stream(self, ssc: StreamingContext, job: Job, lines: list[str]) -> DStream:
+        """The batches: a queue of one RDD ``parallelize``d before start."""
+        sc = ssc.spark_context
+        rdd = sc.parallelize(lines, sc.default_parallelism)
+        return ssc.queue_stream([rdd] * (job.plan.batches_for(job.workload) + SPARE_BATCHES))
+
+    def on_batch(self, info: Any) -> None:
+        """Called with each completed batch's BatchInfo."""
+
+    def extra(self, tracker: BatchTracker) -> dict[str, Any]:
+        return {}
+
     async def _run(self, job: Job, lines: list[str], size: int) -> SizeResult:
         plan = job.plan
         lag = LoopLagMonitor()
         wall_start, t0 = time.time(), time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as checkpoint_dir:
             async with anyio.create_task_group() as tg:
-                async with StreamingContext(plan.interval, master=self.master, conf=bench_conf()) as ssc:
+                async with StreamingContext(plan.interval, master=self.master, conf=self.conf()) as ssc:
                     traffic = getattr(ssc.spark_context.backend, "traffic", None)
-                    listener = _Listener(BatchTracker(plan, job.workload), traffic)
+                    listener = _Listener(BatchTracker(plan, job.workload), traffic, self.on_batch)
                     if job.workload == "W3":
                         ssc.checkpoint(checkpoint_dir)
-                    sc = ssc.spark_context
-                    rdd = sc.parallelize(lines, sc.default_parallelism)
-                    batches = plan.batches_for(job.workload) + SPARE_BATCHES
-                    stream = ssc.queue_stream([rdd] * batches)
+                    stream = self.stream(ssc, job, lines)
                     output = build_pipeline(job.workload, stream, plan.interval, plan.window_batches)
                     output.foreach_rdd(_collect)
                     ssc.add_streaming_listener(listener)
@@ -121,6 +142,7 @@ class EngineSession:
             extra={
                 **lag.summary(),
                 **listener.driver_bytes(),
+                **self.extra(listener.tracker),
                 "start_call_s": started,
                 "errors": [str(e) for e in ssc.errors][:3],
             },

@@ -1,0 +1,160 @@
+"""W1 and W2 fed with new data every batch: from a receiver, against the pre-placed figure
+and a hand-written asyncio + ProcessPoolExecutor(2) loop, in one run (issue 14).
+
+The machine is shared, so the peers are measured interleaved: in each round every peer
+runs every size once (its own subprocess, ``bench.receiver_runner``: warm-up batches, then
+measured ones at the 1 s interval), in a shuffled order, and a peer's figure at a size is
+the median processing time over all its measured batches of all rounds. Throughput at a
+size is N over that median; a peer's sustainable throughput is that of the largest size
+whose median stays under the interval (and, from a receiver, whose batches each held N).
+The W2 runs at N = 800,000 also give each peer's CPU per batch: the driver process and its
+workers, separately.
+
+    python -m bench.receiver_feed [--quick]
+
+Writes bench/results/receiver_feed.json and bench/results/receiver_feed.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .cost_cli import run_benchmark
+from .method import Job, Plan
+from .procmem import run_child
+
+MODULE = "bench.receiver_runner"
+PEERS = {
+    "aiostream-receiver": "aiostream local[2], from a receiver (raw lines)",
+    "aiostream-preplaced": "aiostream local[2], pre-placed (parallelize)",
+    "asyncio-pool": "asyncio + ProcessPoolExecutor(2)",
+}
+SIZES = {"W1": [560_000, 800_000], "W2": [800_000, 1_120_000]}
+CPU_SIZE = 800_000
+
+
+def run(quick: bool, say: Any = print) -> dict[str, Any]:
+    plan = Plan(warmup=2, measured=3) if quick else Plan(warmup=3, measured=5)
+    rounds = 1 if quick else 3
+    log_dir = Path(tempfile.mkdtemp(prefix="aiostream-receiver-feed-"))
+    say(f"runner logs in {log_dir}")
+    runs: list[dict[str, Any]] = []
+    order = [(w, n, e) for w, sizes in SIZES.items() for n in sizes for e in PEERS]
+    rng = random.Random(14)
+    for round_index in range(rounds):
+        rng.shuffle(order)
+        for workload, size, engine in order:
+            job = Job(workload, engine, "local[2]", [size], 0, floor=False, plan=plan)
+            child = run_child(MODULE, job.to_json(), 600, log_dir)
+            sizes = (child.result or {}).get("sizes") or []
+            result = sizes[0] if sizes else {"times": [], "warmup": plan.warmup, "aborted": True,
+                                             "extra": {"error": f"failed, see {child.log}"}}
+            runs.append({"round": round_index, "workload": workload, "size": size,
+                         "engine": engine, **result})
+            measured = result["times"][result["warmup"]:]
+            say(f"round {round_index} {workload} N={size:,} {engine}: median "
+                f"{statistics.median(measured) if measured else float('nan'):.3f} s")
+    return {"plan": plan.__dict__, "rounds": rounds, "runs": runs,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "load_average": os.getloadavg(), "finished": time.time()}
+
+
+def figures(results: dict[str, Any]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """Per (workload, size, engine): median over every measured batch of every round,
+    whether all its runs passed (no aborted run), and the mean CPU per batch."""
+    out: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for run in results["runs"]:
+        key = (run["workload"], run["size"], run["engine"])
+        entry = out.setdefault(key, {"times": [], "ok": True, "driver": [], "workers": []})
+        entry["times"] += run["times"][run["warmup"]:]
+        entry["ok"] = entry["ok"] and not run.get("aborted") and bool(run["times"])
+        extra = run.get("extra", {})
+        if "driver_cpu_per_batch_s" in extra:
+            entry["driver"].append(extra["driver_cpu_per_batch_s"])
+            entry["workers"].append(extra["workers_cpu_per_batch_s"])
+    for entry in out.values():
+        entry["median"] = statistics.median(entry["times"]) if entry["times"] else None
+    return out
+
+
+def sustainable(by_key: dict[tuple[str, int, str], dict[str, Any]], workload: str,
+                engine: str) -> tuple[int, float] | None:
+    """(N, N / median) of the largest size that kept up."""
+    passing = [(n, n / e["median"]) for (w, n, p), e in by_key.items()
+               if w == workload and p == engine and e["ok"] and e["median"] and e["median"] < 1.0]
+    return max(passing) if passing else None
+
+
+def table(results: dict[str, Any]) -> str:
+    plan = Plan(**results["plan"])
+    by_key = figures(results)
+    lines = [
+        "# W1 and W2 with new data every batch (bench/receiver_feed.py)",
+        "",
+        f"{results['machine']}; load average at the end {results['load_average'][0]:.1f} "
+        f"(the machine is shared: the peers ran interleaved, {results['rounds']} rounds, each "
+        f"size run {plan.warmup} warm-up + {plan.measured} measured 1 s batches). Medians over "
+        "every measured batch of every round; throughput = N / median.",
+        "",
+        "| workload | N | " + " | ".join(PEERS.values())
+        + " | receiver / pre-placed | receiver / asyncio pool |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for workload, sizes in SIZES.items():
+        for size in sizes:
+            found = [by_key.get((workload, size, e)) for e in PEERS]
+            cells = [_cell(size, f) for f in found]
+            rec, pre, pool = (size / f["median"] if f and f["median"] else None for f in found)
+            lines.append(f"| {workload} | {size // 1000}k | {' | '.join(cells)} | "
+                         f"{_ratio(rec, pre)} | {_ratio(rec, pool)} |")
+    lines += ["", "Sustainable (largest N above whose median stays under 1 s):", ""]
+    for workload in SIZES:
+        best = {e: sustainable(by_key, workload, e) for e in PEERS}
+        parts = [f"{PEERS[e]} {b[1]:,.0f}/s (N={b[0] // 1000}k)" if b else f"{PEERS[e]} -"
+                 for e, b in best.items()]
+        lines.append(f"- {workload}: " + "; ".join(parts))
+    lines += [
+        "",
+        f"CPU per batch, W2 at N = {CPU_SIZE:,} (seconds of CPU per 1 s batch, mean over the "
+        "measured batches and rounds; median processing time beside):",
+        "",
+        "| peer | driver CPU / batch | workers' CPU / batch | median processing |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for engine, name in PEERS.items():
+        entry = by_key.get(("W2", CPU_SIZE, engine), {})
+        driver = statistics.mean(entry["driver"]) if entry.get("driver") else None
+        workers = statistics.mean(entry["workers"]) if entry.get("workers") else None
+        lines.append(f"| {name} | {_seconds(driver)} | {_seconds(workers)} | "
+                     f"{_seconds(entry.get('median'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(size: int, entry: dict[str, Any] | None) -> str:
+    if not entry or not entry["median"]:
+        return "-"
+    note = "" if entry["ok"] and entry["median"] < 1.0 else " (behind)"
+    return f"{size / entry['median']:,.0f}/s, {entry['median']:.2f} s{note}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+def main() -> None:
+    run_benchmark("receiver_feed", __doc__.split("\n")[0], "short runs", run, table)
+
+
+if __name__ == "__main__":
+    main()

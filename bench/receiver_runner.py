@@ -1,0 +1,229 @@
+"""W1 and W2 with new data every batch, under the method of ``bench.method`` (run as a
+subprocess by ``bench.receiver_feed``), three ways, each with its CPU time per batch:
+
+* ``aiostream-receiver``: a receiver stores each batch's lines as raw lines (``RawLines``,
+  four blocks of a quarter of the batch, a quarter second apart, as a receiver with a
+  0.25 s block interval does), decoded on the workers as the first stage of the tasks. A
+  size whose measured batches do not each hold exactly N lines did not keep up (the
+  receiver fell behind) and fails. The receivers' byte budget is raised to 2 GiB: at 1.6M
+  readings a batch holds 200 MB, and the default 256 MiB would throttle the receiver;
+  what is measured here is processing, not overload;
+* ``aiostream-preplaced``: the batch is a queue of one RDD ``parallelize``d before start
+  (the figure the README quotes: partitions pickled once into shared memory);
+* ``asyncio-pool``: a hand-written micro-batch loop, asyncio and a
+  ``ProcessPoolExecutor(2)``: every second the batch's four chunks (bytes) go to the pool,
+  each worker decodes, parses and reduces its chunk (``workloads.word_count`` /
+  ``device_totals``), the loop merges the four dicts.
+
+Every way sees the same lines (the workload's seeded data); the receiver and the loop get
+them as the same four byte buffers, built before the size's timing starts. CPU per
+measured batch: the driver process (every thread) and its worker processes, separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from aiostream_engine import DStream, StreamingContext
+from aiostream_engine.raw import LineDecoder, RawLines
+from aiostream_engine.receiver.base import Receiver
+
+from .child import child_main
+from .engine_runner import EngineSession, bench_conf, size_timeout
+from .method import BatchTracker, Job, SizeResult, run_job
+from .workloads import device_totals, word_count
+
+BLOCKS = 4
+BLOCK_INTERVAL = 0.25
+#: Seconds after each block boundary the receiver stores its block: half an interval,
+#: clear of the cuts on both sides.
+OFFSET = BLOCK_INTERVAL / 2
+
+
+def chunks_of(lines: list[str], count: int = BLOCKS) -> list[tuple[bytes, int]]:
+    """The lines as ``count`` buffers of whole lines, each line followed by ``\\n``."""
+    step = -(-len(lines) // count)
+    out = []
+    for start in range(0, len(lines), step):
+        part = lines[start:start + step]
+        out.append((("\n".join(part) + "\n").encode(), len(part)))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds of this process and of its worker processes, sampled per batch."""
+
+    def __init__(self) -> None:
+        self._me = psutil.Process()
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self) -> None:
+        times = self._me.cpu_times()
+        workers = 0.0
+        for child in self._me.children(recursive=True):
+            try:
+                t = child.cpu_times()
+                workers += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        self.samples.append((times.user + times.system, workers))
+
+    def per_batch(self, first: int) -> dict[str, float]:
+        """Mean CPU per batch from sample ``first`` (taken at a batch's completion) on."""
+        span = self.samples[first:]
+        if len(span) < 2:
+            return {}
+        batches = len(span) - 1
+        return {
+            "driver_cpu_per_batch_s": (span[-1][0] - span[0][0]) / batches,
+            "workers_cpu_per_batch_s": (span[-1][1] - span[0][1]) / batches,
+        }
+
+
+class RawFeed(Receiver):
+    """Stores the batch's buffers as raw-line blocks, one every block interval, forever."""
+
+    decoder = LineDecoder(strip_cr=False)
+
+    def __init__(self, chunks: list[tuple[bytes, int]]) -> None:
+        super().__init__()
+        self.chunks = chunks
+
+    async def on_start(self) -> None:
+        clock = self.clock
+        now = clock.now()
+        deadline = (int(now / BLOCK_INTERVAL) + 1) * BLOCK_INTERVAL + OFFSET
+        index = 0
+        while not self.is_stopped:
+            await clock.sleep_until(deadline)
+            data, count = self.chunks[index % len(self.chunks)]
+            await self.store_block(RawLines(data, count))
+            index += 1
+            deadline += BLOCK_INTERVAL
+
+
+class FedSession(EngineSession):
+    """Our engine, its batches fed by a receiver (``receiver=True``) or pre-placed, with
+    the CPU of each batch."""
+
+    def __init__(self, master: str, receiver: bool) -> None:
+        super().__init__(master)
+        self.receiver = receiver
+        self.cpu = CpuMeter()
+        self.records: list[int] = []
+
+    def available(self, workload: str) -> str | None:
+        return None if workload in ("W1", "W2") else "W1 and W2 only"
+
+    def conf(self) -> dict[str, Any]:
+        return {**bench_conf(), "block_interval": BLOCK_INTERVAL, "receiver_max_pending_bytes": "2g"}
+
+    def stream(self, ssc: StreamingContext, job: Job, lines: list[str]) -> DStream:
+        if self.receiver:
+            return ssc.receiver_stream(RawFeed(chunks_of(lines)))
+        return super().stream(ssc, job, lines)
+
+    def on_batch(self, info: Any) -> None:
+        self.cpu.sample()
+        self.records.append(info.num_records)
+
+    def run_size(self, job: Job, lines: list[str], size: int) -> SizeResult:
+        result = super().run_size(job, lines, size)
+        off = [n for n in self.records[result.warmup:] if n != size]
+        result.extra["batches_not_of_size_n"] = len(off)
+        if off:
+            result.aborted = True  # the receiver did not keep up: not sustainable
+        self.records = []
+        return result
+
+    def extra(self, tracker: BatchTracker) -> dict[str, Any]:
+        measured = self.cpu.per_batch(tracker.warmup - 1)
+        self.cpu = CpuMeter()  # the next size starts afresh
+        return measured
+
+
+# ---- the hand-written peer ------------------------------------------------------------
+
+
+def w1_chunk(data: bytes) -> dict[str, int]:
+    return word_count(data.decode().split("\n")[:-1])
+
+
+def w2_chunk(data: bytes) -> dict[str, tuple[float, int]]:
+    return device_totals(data.split(b"\n")[:-1])
+
+
+def merge_counts(into: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        old = into.get(key)
+        into[key] = value if old is None else old + value
+
+
+def merge_pairs(into: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, (temp, count) in part.items():
+        old = into.get(key)
+        into[key] = (temp, count) if old is None else (old[0] + temp, old[1] + count)
+
+
+class PoolLoopSession:
+    """asyncio + ProcessPoolExecutor(2): a batch every interval, its chunks in the pool,
+    the partial dicts merged on the loop; batches one after the other, like the engine's
+    one job at a time (a late batch starts late)."""
+
+    def available(self, workload: str) -> str | None:
+        return None if workload in ("W1", "W2") else "W1 and W2 only"
+
+    def run_size(self, job: Job, lines: list[str], size: int) -> SizeResult:
+        return asyncio.run(self._run(job, lines, size))
+
+    def close(self) -> None:
+        return None
+
+    async def _run(self, job: Job, lines: list[str], size: int) -> SizeResult:
+        plan = job.plan
+        chunks = [data for data, _ in chunks_of(lines)]
+        work: Callable[[bytes], dict[str, Any]] = w1_chunk if job.workload == "W1" else w2_chunk
+        merge = merge_counts if job.workload == "W1" else merge_pairs
+        tracker = BatchTracker(plan, job.workload)
+        cpu = CpuMeter()
+        loop = asyncio.get_running_loop()
+        wall_start, t0 = time.time(), time.perf_counter()
+        first: float | None = None
+        with concurrent.futures.ProcessPoolExecutor(2) as pool:
+            await asyncio.gather(*(loop.run_in_executor(pool, os.getpid) for _ in range(4)))
+            deadline = time.perf_counter() + plan.interval
+            while not tracker.done and time.perf_counter() - t0 < size_timeout(job):
+                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+                start = time.perf_counter()
+                totals: dict[str, Any] = {}
+                for part in await asyncio.gather(*(loop.run_in_executor(pool, work, c) for c in chunks)):
+                    merge(totals, part)
+                tracker.add(time.perf_counter() - start)
+                cpu.sample()
+                first = first or time.perf_counter()
+                deadline += plan.interval
+        return SizeResult.from_tracker(
+            size, tracker, startup_s=None if first is None else first - t0,
+            wall=(wall_start, time.time()), extra=cpu.per_batch(tracker.warmup - 1),
+        )
+
+
+def session_for(job: Job) -> Any:
+    if job.engine == "asyncio-pool":
+        return PoolLoopSession()
+    return FedSession(job.master, receiver=job.engine == "aiostream-receiver")
+
+
+def main() -> None:
+    child_main(lambda job: run_job(job, session_for(job)))
+
+
+if __name__ == "__main__":
+    main()
