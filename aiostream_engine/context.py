@@ -411,6 +411,12 @@ class StreamingContext:
             lambda rdds, t: func(self._batch_time(t), rdds) if with_time else func(rdds),
         )
 
+    def __call__(self) -> StreamingContext:
+        """The context itself. ``dstream.context`` is a property here and a method in
+        PySpark; calling what the property gives returns the same context, so a ported
+        ``dstream.context()`` works unchanged."""
+        return self
+
     # ---- observation --------------------------------------------------------------------
 
     def add_streaming_listener(self, listener: Any) -> None:

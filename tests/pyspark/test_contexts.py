@@ -181,6 +181,12 @@ def test_word_count_on_a_spark_context_then_the_spark_context_goes_on(sc: SparkC
     assert more[0] == [1, 2]
 
 
+def test_dstream_context_is_pysparks_method_and_the_engines_property(sc: SparkContext) -> None:
+    ssc = StreamingContext(sc, 1)
+    stream = ssc.queueStream([[1]]).map(str)
+    assert stream.context() is ssc and stream.context is ssc
+
+
 def test_stop_stops_the_spark_context_by_default(sc: SparkContext) -> None:
     ssc = StreamingContext(sc, 0.1)
     ssc.queueStream([[1]]).pprint()
