@@ -3,6 +3,8 @@ conventions (milliseconds, -1 for what is not known yet, queue streams report no
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -95,3 +97,43 @@ def test_a_listener_can_be_removed(sc: SparkContext) -> None:
     ssc.queueStream([[1]]).foreachRDD(lambda rdd: seen.extend(rdd.collect()))
     run_until(ssc, lambda: seen == [1])
     assert recorder.completed == [] and recorder.started == []
+
+
+def test_a_blocking_listener_runs_off_the_event_loop_and_holds_nothing_up(sc: SparkContext) -> None:
+    """PySpark calls listeners on a thread of their own: a listener that blocks (here until
+    the test lets it go) must not stop the batch clock or the jobs."""
+    release = threading.Event()
+    threads: list[int] = []
+
+    class Blocking(StreamingListener):
+        def onBatchCompleted(self, batchCompleted: Any) -> None:
+            threads.append(threading.get_ident())
+            release.wait(30)
+
+    ssc = StreamingContext(sc, 0.1)
+    ssc.addStreamingListener(Blocking())
+    seen: list[int] = []
+    ssc.queueStream([[1], [2], [3]]).foreachRDD(lambda rdd: seen.extend(rdd.collect()))
+    ssc.start()
+    try:
+        deadline = time.monotonic() + 5  # the listener holds its first event all along
+        while seen != [1, 2, 3] and time.monotonic() < deadline:
+            ssc.awaitTermination(0.05)
+    finally:
+        release.set()
+        ssc.stop(stopSparkContext=False, stopGraceFully=True)
+    assert seen == [1, 2, 3]
+    loop_thread = sc._loop_thread._thread.ident
+    assert threads and loop_thread not in threads and threading.get_ident() not in threads
+
+
+def test_metadata_description_reads_sparks_key_and_the_kafka_streams() -> None:
+    from aiostream_engine.pyspark.streaming.listener import JavaStreamInputInfo
+    from aiostream_engine.scheduler.batch_info import StreamInputInfo
+
+    def description(metadata: dict[str, Any]) -> str | None:
+        return JavaStreamInputInfo(StreamInputInfo(0, 3, metadata)).metadataDescription()
+
+    assert description({"Description": "files: a.txt"}) == "files: a.txt"
+    assert description({"description": "topic: t\tpartition: 0"}) == "topic: t\tpartition: 0"
+    assert description({"offsets": []}) is None

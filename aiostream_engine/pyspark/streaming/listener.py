@@ -13,9 +13,12 @@ count 0 in ``numRecords()`` and it has no entry in ``streamIdToInputInfo()`` (Sp
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
+
+from ...dstream.functions import is_async_callable
 from ...scheduler import listener as events
 from ...scheduler.batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 
@@ -72,8 +75,10 @@ class JavaStreamInputInfo:
         return dict(self._info.metadata)
 
     def metadataDescription(self) -> str | None:
-        """The human-readable summary (``metadata()["Description"]``), if any."""
-        description = self._info.metadata.get("Description")
+        """The human-readable summary (``metadata()["Description"]``; a source that files
+        it under ``"description"`` is read too), if any."""
+        metadata = self._info.metadata
+        description = metadata.get("Description", metadata.get("description"))
         return None if description is None else str(description)
 
 
@@ -311,18 +316,28 @@ class StreamingListener:
 
 class ListenerBridge:
     """What the context's listener bus holds for a PySpark-style listener: it turns the
-    engine's events into PySpark's event objects and calls the listener's method."""
+    engine's events into PySpark's event objects and calls the listener's method.
+
+    PySpark calls listeners on a thread of their own, and a ported listener is blocking
+    code (it may print, write a file, post to a dashboard): a plain method runs on a worker
+    thread, so the engine's event loop (receivers, the batch clock) never waits for it.
+    The bus still delivers one event at a time, in order. An ``async def`` method runs on
+    the loop. Methods the listener leaves as ``StreamingListener``'s no-ops are skipped.
+    """
 
     def __init__(self, listener: Any, ssc: StreamingContext) -> None:
         self.listener = listener
         self._ssc = ssc
 
-    def _call(self, method: str, event: Any) -> Any:
+    def _call(self, method: str, event: Any) -> Awaitable[Any] | None:
         handler = getattr(self.listener, method, None)
-        if handler is None:
+        if handler is None or getattr(type(self.listener), method, None) is getattr(
+            StreamingListener, method
+        ):
             return None
-        result = handler(event)
-        return result if inspect.isawaitable(result) else None
+        if is_async_callable(handler):
+            return handler(event)  # type: ignore[no-any-return]
+        return anyio.to_thread.run_sync(handler, event)
 
     def _batch(self, info: BatchInfo) -> JavaBatchInfo:
         return JavaBatchInfo(info, self._ssc._unreported_input_ids())
