@@ -168,26 +168,31 @@ async def test_async_stop_twice_and_after_a_failed_start(tmp_path: Any) -> None:
 # ---- a failure during a graceful stop is raised ---------------------------------------------
 
 
-def _failing_during_stop(ssc: StreamingContext, stopping: threading.Event) -> None:
-    """An output that holds its first batch until the stop begins, then fails: the
-    failure happens while the graceful stop finishes that batch."""
+def _failing_during_stop(ssc: StreamingContext) -> threading.Event:
+    """An output that holds its first batch until a stop has been asked for, then fails:
+    the failure happens while the graceful stop finishes that batch. Returns the event set
+    once that batch's output is running."""
+    running = threading.Event()
 
     def write(rdd: Any) -> None:
         if rdd.isEmpty():
             return
-        stopping.wait(10)
+        running.set()
+        deadline = time.monotonic() + 10
+        while not (ssc._stop_request and ssc._stop_request.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         raise OSError('relation "device_counts" does not exist')
 
     ssc.queue_stream([[1, 2]]).foreach_rdd(write)
+    return running
 
 
 def test_blocking_graceful_stop_raises_a_failure_of_the_batches_it_finishes() -> None:
     ssc = StreamingContext(0.1, master="local")
-    stopping = threading.Event()
-    _failing_during_stop(ssc, stopping)
+    running = _failing_during_stop(ssc)
     ssc.start()
-    time.sleep(0.3)  # the first batch is running and waits for the stop (real clock)
-    stopping.set()
+    assert running.wait(10)  # the first batch's output waits for the stop
+    assert ssc.errors == []
     with pytest.raises(JobFailedError, match="device_counts"):
         ssc.stop(stopGraceFully=True)
     ssc.stop()  # raised once; the second stop does nothing
@@ -196,13 +201,12 @@ def test_blocking_graceful_stop_raises_a_failure_of_the_batches_it_finishes() ->
 @pytest.mark.anyio
 async def test_async_graceful_stop_raises_a_failure_of_the_batches_it_finishes() -> None:
     clock = ManualClock()
-    stopping = threading.Event()
     async with StreamingContext(1.0, master="local", clock=clock) as ssc:
-        _failing_during_stop(ssc, stopping)
+        running = _failing_during_stop(ssc)
         await ssc.start()
         clock.set_time(1.0)
-        await anyio.wait_all_tasks_blocked()
-        stopping.set()
+        assert await anyio.to_thread.run_sync(running.wait, 10)
+        assert ssc.errors == []
         with pytest.raises(JobFailedError, match="device_counts"):
             await ssc.stop(graceful=True)
 
