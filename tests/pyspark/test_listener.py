@@ -15,8 +15,10 @@ from tests.pyspark.helpers import run_until
 
 
 class Recorder(StreamingListener):
-    def __init__(self) -> None:
+    def __init__(self, hold_first_submitted: threading.Event | None = None) -> None:
+        self.hold = hold_first_submitted
         self.submitted: list[dict[str, Any]] = []
+        self.batch_started: list[dict[str, Any]] = []
         self.completed: list[dict[str, Any]] = []
         self.outputs: list[tuple[int, str, int, int]] = []
         self.started: list[int] = []
@@ -30,7 +32,13 @@ class Recorder(StreamingListener):
         self.receivers.append((info.streamId(), info.active()))
 
     def onBatchSubmitted(self, batchSubmitted: Any) -> None:
+        if self.hold is not None:  # look at the first batch only once it has run
+            self.hold.wait(10)
+            self.hold = None
         self.submitted.append(self._describe(batchSubmitted.batchInfo()))
+
+    def onBatchStarted(self, batchStarted: Any) -> None:
+        self.batch_started.append(self._describe(batchStarted.batchInfo()))
 
     def onBatchCompleted(self, batchCompleted: Any) -> None:
         self.completed.append(self._describe(batchCompleted.batchInfo()))
@@ -60,20 +68,27 @@ class Five(Receiver):
 
 def test_batch_info_accessors_follow_sparks_conventions(sc: SparkContext) -> None:
     ssc = StreamingContext(sc, 0.1)
-    recorder = Recorder()
+    first_batch_ran = threading.Event()
+    recorder = Recorder(hold_first_submitted=first_batch_ran)
     ssc.addStreamingListener(recorder)
     queued = ssc.queueStream([[1, 2, 3]])
     received = ssc.receiverStream(Five())
     times: list[datetime] = []
     got: list[int] = []
-    queued.foreachRDD(lambda t, rdd: times.append(t))
+    queued.foreachRDD(lambda t, rdd: (times.append(t), first_batch_ran.set()))
     received.foreachRDD(lambda rdd: got.extend(rdd.collect()))
     run_until(ssc, lambda: len(got) >= 5 and len(recorder.completed) >= 2)
 
     assert recorder.started and recorder.receivers == [(1, True)]
     first = recorder.submitted[0]
-    assert first["delays"] == (-1, -1, -1) and first["start_end"] == (-1, -1)  # not yet known
     assert first["time"] == round(times[0].timestamp() * 1000)
+    for batch in recorder.submitted:  # as it was when submitted, however late it is seen
+        assert batch["delays"] == (-1, -1, -1) and batch["start_end"] == (-1, -1)
+    assert recorder.batch_started
+    for batch in recorder.batch_started:
+        scheduling, processing, total = batch["delays"]
+        assert scheduling >= 0 and (processing, total) == (-1, -1)
+        assert batch["start_end"][0] >= batch["submission"] and batch["start_end"][1] == -1
     for batch in recorder.completed:
         assert batch["outputs"] == [0, 1]
         scheduling, processing, total = batch["delays"]

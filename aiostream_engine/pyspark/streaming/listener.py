@@ -13,6 +13,7 @@ count 0 in ``numRecords()`` and it has no entry in ``streamIdToInputInfo()`` (Sp
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -268,7 +269,7 @@ class StreamingListenerBatchCompleted(_BatchEvent):
 class _OutputEvent(_Event):
     def outputOperationInfo(self) -> JavaOutputOperationInfo:
         """The output operation concerned."""
-        return JavaOutputOperationInfo(self._payload)
+        return self._payload  # type: ignore[no-any-return]
 
 
 class StreamingListenerOutputOperationStarted(_OutputEvent):
@@ -314,6 +315,37 @@ class StreamingListener:
         """Called when an output operation of a batch ends."""
 
 
+def _operation_as_posted(info: OutputOperationInfo, started: bool, ended: bool) -> OutputOperationInfo:
+    """A copy of ``info`` as an event posted at that point describes it (see
+    ``_batch_as_posted``)."""
+    return dataclasses.replace(
+        info,
+        start_time=info.start_time if started else None,
+        end_time=info.end_time if ended else None,
+        failure_reason=info.failure_reason if ended else None,
+    )
+
+
+def _batch_as_posted(info: BatchInfo, started: bool, ended: bool) -> BatchInfo:
+    """A copy of ``info`` as Spark's event describes the batch. The engine goes on updating
+    its BatchInfo while an event waits for a listener; Spark's events carry the batch as it
+    was when they were posted: nothing has started at submission, nothing has ended when
+    the batch starts."""
+    return dataclasses.replace(
+        info,
+        stream_id_to_input_info={
+            stream_id: dataclasses.replace(input_info, metadata=dict(input_info.metadata))
+            for stream_id, input_info in info.stream_id_to_input_info.items()
+        },
+        processing_start_time=info.processing_start_time if started else None,
+        processing_end_time=info.processing_end_time if ended else None,
+        output_operation_infos={
+            op_id: _operation_as_posted(op, started, ended)
+            for op_id, op in info.output_operation_infos.items()
+        },
+    )
+
+
 class ListenerBridge:
     """What the context's listener bus holds for a PySpark-style listener: it turns the
     engine's events into PySpark's event objects and calls the listener's method.
@@ -339,8 +371,8 @@ class ListenerBridge:
             return handler(event)  # type: ignore[no-any-return]
         return anyio.to_thread.run_sync(handler, event)
 
-    def _batch(self, info: BatchInfo) -> JavaBatchInfo:
-        return JavaBatchInfo(info, self._ssc._unreported_input_ids())
+    def _batch(self, info: BatchInfo, started: bool, ended: bool) -> JavaBatchInfo:
+        return JavaBatchInfo(_batch_as_posted(info, started, ended), self._ssc._unreported_input_ids())
 
     def on_streaming_started(self, event: events.StreamingStarted) -> Any:
         return self._call("onStreamingStarted", StreamingListenerStreamingStarted(_ms(event.time)))
@@ -355,21 +387,26 @@ class ListenerBridge:
         return self._call("onReceiverStopped", StreamingListenerReceiverStopped(event.receiver_info))
 
     def on_batch_submitted(self, event: events.BatchSubmitted) -> Any:
-        return self._call("onBatchSubmitted", StreamingListenerBatchSubmitted(self._batch(event.batch_info)))
+        batch = self._batch(event.batch_info, started=False, ended=False)
+        return self._call("onBatchSubmitted", StreamingListenerBatchSubmitted(batch))
 
     def on_batch_started(self, event: events.BatchStarted) -> Any:
-        return self._call("onBatchStarted", StreamingListenerBatchStarted(self._batch(event.batch_info)))
+        batch = self._batch(event.batch_info, started=True, ended=False)
+        return self._call("onBatchStarted", StreamingListenerBatchStarted(batch))
 
     def on_batch_completed(self, event: events.BatchCompleted) -> Any:
-        return self._call("onBatchCompleted", StreamingListenerBatchCompleted(self._batch(event.batch_info)))
+        batch = self._batch(event.batch_info, started=True, ended=True)
+        return self._call("onBatchCompleted", StreamingListenerBatchCompleted(batch))
 
     def on_output_operation_started(self, event: events.OutputOperationStarted) -> Any:
+        info = _operation_as_posted(event.output_operation_info, started=True, ended=False)
         return self._call(
-            "onOutputOperationStarted", StreamingListenerOutputOperationStarted(event.output_operation_info)
+            "onOutputOperationStarted", StreamingListenerOutputOperationStarted(JavaOutputOperationInfo(info))
         )
 
     def on_output_operation_completed(self, event: events.OutputOperationCompleted) -> Any:
+        info = _operation_as_posted(event.output_operation_info, started=True, ended=True)
         return self._call(
             "onOutputOperationCompleted",
-            StreamingListenerOutputOperationCompleted(event.output_operation_info),
+            StreamingListenerOutputOperationCompleted(JavaOutputOperationInfo(info)),
         )
