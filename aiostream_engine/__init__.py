@@ -9,8 +9,13 @@ from .context import StreamingContext
 from .dstream.base import DStream
 from .dstream.state_spec import MapWithStateDStream, State, StateSpec
 from .errors import (
+    CheckpointDamagedError,
+    CheckpointFormatError,
+    CheckpointSecurityError,
+    CheckpointWriteError,
     ConfigurationError,
     ContextStateError,
+    DataLossError,
     DataNotSerializableError,
     JobFailedError,
     NotSerializableError,
@@ -23,6 +28,7 @@ from .hashing import stable_hash
 from .rdd.core import RDD
 from .rdd.stats import StatCounter
 from .receiver.base import Receiver
+from .recovery import CheckpointMismatchError
 from .scheduler.batch_info import BatchInfo, OutputOperationInfo, StreamInputInfo
 from .scheduler.listener import StreamingListener
 
@@ -37,9 +43,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchInfo",
+    "CheckpointDamagedError",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "CheckpointSecurityError",
+    "CheckpointWriteError",
     "Clock",
     "ConfigurationError",
     "ContextStateError",
+    "DataLossError",
     "DataNotSerializableError",
     "DStream",
     "JobFailedError",

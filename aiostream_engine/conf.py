@@ -239,6 +239,66 @@ class StreamingConf:
         None,
     )
 
+    # ---- durability: failed outputs, checkpoint files, the write-ahead log ----------
+    output_failure_policy: str = _key(
+        "stop",
+        'What follows when a batch\'s output operation fails after its own retries (a sink\'s): '
+        '"stop" stops the context with the JobFailedError (await_termination raises it; '
+        'get_or_create runs the batch again), "retry" runs the operation again after '
+        "output_retry_backoff seconds, doubling, while later batches wait in order. Either "
+        "way the batch is never completed (its logged blocks are kept) nor skipped.",
+        None,
+    )
+    output_retry_backoff: float = _key(
+        1.0,
+        'Seconds before the first retry of a failed output operation (policy "retry").',
+        None,
+    )
+    output_retry_max_backoff: float = _key(
+        60.0,
+        'Longest wait between retries of a failed output operation (policy "retry").',
+        None,
+    )
+    checkpoint_write_retries: int = _key(
+        3,
+        "Retries of a checkpoint write that failed (a full disk), checkpoint_write_backoff "
+        "apart, doubling; each failure is logged, counted and posted to listeners; then "
+        "the context stops with CheckpointWriteError.",
+        None,
+    )
+    checkpoint_write_backoff: float = _key(
+        1.0,
+        "Seconds before the first retry of a failed checkpoint write.",
+        None,
+    )
+    checkpoint_key: str | None = _key(
+        None,
+        "Secret (16+ characters) that checkpoint and write-ahead log files are "
+        "authenticated with (HMAC-SHA256); a file without a valid MAC is refused unread. "
+        "None: the key in checkpoint_key_file.",
+        None,
+    )
+    checkpoint_key_file: str | None = _key(
+        None,
+        "File holding that key, outside the checkpoint directory, created (random, 0600) "
+        "if missing; None: $XDG_CONFIG_HOME/aiostream-engine/checkpoint.key "
+        "(~/.config/...).",
+        None,
+    )
+    checkpoint_dir_check: bool = _key(
+        True,
+        "Refuse an existing checkpoint directory owned by another user or writable by group "
+        "or others (anyone could plant files there); False accepts it.",
+        None,
+    )
+    accept_data_loss: bool = _key(
+        False,
+        "Resume even though recovery found written data it cannot read back (damaged "
+        "write-ahead log records, damaged newest metadata), logging exactly what is lost; "
+        "False: fail with DataLossError / CheckpointDamagedError naming it.",
+        None,
+    )
+
     # ---- Kafka (sources.kafka) -----------------------------------------------------------
     kafka_max_rate_per_partition: float = _key(
         0.0,
@@ -417,9 +477,16 @@ class StreamingConf:
             )
         check_backpressure_conf(self)
         for name in ("receiver_wal_fsync_interval", "receiver_wal_roll_interval",
-                     "receiver_wal_max_segment_bytes", "kafka_fetch_timeout"):
+                     "receiver_wal_max_segment_bytes", "kafka_fetch_timeout",
+                     "output_retry_backoff", "output_retry_max_backoff"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.output_failure_policy not in ("stop", "retry"):
+            raise ConfigurationError(
+                f'output_failure_policy must be "stop" or "retry", got {self.output_failure_policy!r}'
+            )
+        if self.checkpoint_write_retries < 0 or self.checkpoint_write_backoff < 0:
+            raise ConfigurationError("checkpoint_write_retries and checkpoint_write_backoff must be >= 0")
 
 
 def _settings(conf: type[StreamingConf] | StreamingConf) -> list[dataclasses.Field[Any]]:

@@ -32,7 +32,7 @@ from .dstream.functions import takes_time
 from .dstream.input import InputDStream, ReceiverInputDStream
 from .dstream.output import ForEachDStream
 from .dstream.transformed import TransformedDStream, UnionDStream
-from .errors import ConfigurationError, ContextStateError
+from .errors import ConfigurationError, ContextStateError, JobFailedError, StreamingError
 from .executor.master import backend_for
 from .executor.runner import TaskRunner
 from .loop_thread import LoopThread, in_async_context
@@ -41,6 +41,7 @@ from .receiver.base import Receiver
 from .receiver.tracker import ReceiverTracker
 from .recovery import (
     CheckpointManager,
+    CheckpointStatistics,
     RecoveryPlan,
     default_interval_ms,
     history_streams,
@@ -52,6 +53,7 @@ from .scheduler.job_generator import JobGenerator
 from .scheduler.job_scheduler import JobScheduler
 from .scheduler.listener import ListenerBus, StreamingStarted, StreamRateUpdated
 from .scheduler.rate.controller import rate_controllers
+from .storage.keys import CheckpointKey, resolve_key
 from .timeutil import to_ms, to_seconds
 from .ui import ui_enabled
 
@@ -153,13 +155,15 @@ class StreamingContext:
         self._inputs: list[InputDStream] = []
         self._outputs: list[ForEachDStream] = []
         self._job_scheduler = JobScheduler(
-            self.conf, self.clock, self._bus, self._batch_completed, self._report_error
+            self.conf, self.clock, self._bus, self._batch_completed, self._fail
         )
         self._job_scheduler.batch_observers.append(self._update_rates)
         self._job_generator = JobGenerator(self.clock, self.batch_ms, self._generate_batch)
         self._errors: list[BaseException] = []
         self._surfaced = False  # whether a lifecycle call has raised one of the errors
         self._wakeup = threading.Condition()  # blocking waiters: termination or an error
+        self._failed = False  # a batch failed: the context stops without finishing batches
+        self._key: CheckpointKey | None = None
         self._terminated = threading.Event()
         self._changed: anyio.Event | None = None  # set on termination or a reported error
         self._stopped: anyio.Event | None = None  # set on termination only
@@ -249,6 +253,24 @@ class StreamingContext:
         interval. Stateful and inverse-window streams require it."""
         self.checkpoint_dir = directory
 
+    def _checkpoint_key(self) -> CheckpointKey:
+        """The key checkpoint and log files are authenticated with (``storage.keys``)."""
+        if self._key is None:
+            self._key = resolve_key(
+                self.conf.checkpoint_key, self.conf.checkpoint_key_file, self.checkpoint_dir
+            )
+        return self._key
+
+    def _checkpoint_store(self, directory: str) -> CheckpointStore:
+        return CheckpointStore(
+            directory, self._checkpoint_key(), require_private=self.conf.checkpoint_dir_check
+        )
+
+    @property
+    def checkpoint_statistics(self) -> CheckpointStatistics | None:
+        """Checkpoint writes and failed write attempts (None without checkpointing)."""
+        return self._checkpoints.statistics if self._checkpoints is not None else None
+
     @classmethod
     def get_or_create(
         cls,
@@ -260,16 +282,19 @@ class StreamingContext:
         """Build the context with ``setup()``; if ``checkpoint_path`` holds a checkpoint,
         resume it: state comes back by each stateful stream's stable name, pending and
         missed batches run again. A stateful stream that was removed or changed is refused,
-        unless named in ``fresh`` (then it starts empty)."""
-        plan = load_plan(CheckpointStore(checkpoint_path))
+        unless named in ``fresh`` (then it starts empty); so is a directory another program
+        wrote (``CheckpointMismatchError``), one another user could have written
+        (``CheckpointSecurityError``) and one that cannot be resumed faithfully
+        (``CheckpointDamagedError``)."""
         ssc = setup()
         if not isinstance(ssc, StreamingContext):
             raise TypeError("get_or_create: setup() must return a StreamingContext")
         if ssc.checkpoint_dir is None:
             ssc.checkpoint(checkpoint_path)
+        plan = load_plan(ssc._checkpoint_store(checkpoint_path), accept_data_loss=ssc.conf.accept_data_loss)
         if plan is not None:
             plan.fresh = set(fresh)
-            plan.check_graph(stateful_streams(ssc._streams), ssc.batch_ms)
+            plan.check_graph(stateful_streams(ssc._streams), ssc.batch_ms, ssc._inputs)
             ssc._recovery = plan
         return ssc
 
@@ -496,7 +521,7 @@ class StreamingContext:
             stateful = stateful_streams(self._streams)
             interval = self.conf.checkpoint_interval
             self._checkpoints = CheckpointManager(
-                CheckpointStore(self.checkpoint_dir),
+                self._checkpoint_store(self.checkpoint_dir),
                 self.batch_ms,
                 zero_ms,
                 to_ms(interval) if interval else default_interval_ms(
@@ -506,6 +531,10 @@ class StreamingContext:
                 stateful,
                 history_streams(self._streams),
                 plan,
+                clock=self.clock,
+                bus=self._bus,
+                retries=self.conf.checkpoint_write_retries,
+                backoff=self.conf.checkpoint_write_backoff,
             )
         if plan is not None:
             self._restore(plan)
@@ -557,11 +586,14 @@ class StreamingContext:
         self._stop_request = anyio.Event()
         self._changed = anyio.Event()
         self._stopped = anyio.Event()
+        if self.checkpoint_dir is not None:
+            await anyio.to_thread.run_sync(self._checkpoint_key)
         first_ms = self._prepare_graph()
         plan = self._recovery
         receivers = [s for s in self._inputs if isinstance(s, ReceiverInputDStream)]
         serve_ui = ui_enabled(self.conf)
         ui = self._ui_runtime() if serve_ui or self._ui is not None else None
+        replay_error: BaseException | None = None
         try:
             # Started outside the task group so that a failure (a missing directory, a pool
             # that cannot start) reaches start() as itself, not wrapped in an ExceptionGroup.
@@ -579,20 +611,28 @@ class StreamingContext:
                 await tg.start(self._receiver_tracker.run, receivers, name="receivers")
                 if plan is not None:
                     self._job_generator.first_batch_ms = first_ms
-                    await self._replay(plan)
+                    try:
+                        await self._replay(plan)
+                    except Exception as exc:  # reaches start() as itself, not grouped
+                        replay_error = exc
+                        tg.cancel_scope.cancel()
                     first_ms = self._job_generator.next_batch_ms()
-                await tg.start(self._job_generator.run, first_ms, name="batch clock")
-                self.state = State.ACTIVE
-                self._bus.post(StreamingStarted(self.clock.now()))
-                task_status.started()
-                await self._stop_request.wait()
-                await self._shutdown(self._graceful)
-                with anyio.move_on_after(5):  # let listeners see the last batches
-                    await self._bus.drained.wait()
-                if ui is not None:
-                    await ui.stop()
-                tg.cancel_scope.cancel()
+                if replay_error is None:
+                    await tg.start(self._job_generator.run, first_ms, name="batch clock")
+                    self.state = State.ACTIVE
+                    self._bus.post(StreamingStarted(self.clock.now()))
+                    task_status.started()
+                    await self._stop_request.wait()
+                    await self._shutdown(self._graceful and not self._failed)
+                    with anyio.move_on_after(5):  # let listeners see the last batches
+                        await self._bus.drained.wait()
+                    if ui is not None:
+                        await ui.stop()
+                    tg.cancel_scope.cancel()
+            if replay_error is not None:
+                raise replay_error
         finally:
+            self._job_scheduler.stopped()
             with anyio.CancelScope(shield=True):
                 for stream in self._inputs:
                     await stream.stop()
@@ -617,8 +657,11 @@ class StreamingContext:
                 while self._receiver_tracker.has_unallocated_blocks():
                     await self._job_generator.generate(self._job_generator.next_batch_ms())
                 self._job_scheduler.close()
-                while self._job_scheduler.pending:
-                    await self._job_scheduler.wait_for_batch(self._oldest_pending_ms())
+                while self._job_scheduler.pending and not self._failed:
+                    try:
+                        await self._job_scheduler.wait_for_batch(self._oldest_pending_ms())
+                    except JobFailedError:
+                        break  # the context stops with that error; the batch stays pending
         if scope.cancelled_caught:
             log.warning("graceful stop timed out after %.1f s; pending batches dropped", timeout)
         self._bus.close()
@@ -631,17 +674,24 @@ class StreamingContext:
     async def _generate_batch(self, time_ms: int) -> None:
         replayed = self._recovery is not None and time_ms <= (self._recovery.last_generated_ms or 0)
         await self._receiver_tracker.allocate(time_ms, live=not replayed)
+        failure: JobFailedError | None = None
         try:
             await self._read_inputs(time_ms)
             jobs = [job for out in self._outputs if (job := out.generate_job(time_ms))]
         except Exception as exc:  # e.g. a transform function raised: that batch fails
-            from .errors import JobFailedError
-
-            self._report_error(JobFailedError(to_seconds(time_ms), "job generation", exc))
+            failure = JobFailedError(to_seconds(time_ms), "job generation", exc)
             jobs = []
         inputs = {s.id: s.input_info_at(time_ms) for s in self._inputs}
         if self._checkpoints is not None:
-            await self._checkpoints.batch_generated(time_ms)
+            try:
+                # Recorded even for a failed batch: a restart runs it with the same input.
+                await self._checkpoints.batch_generated(time_ms)
+            except StreamingError as error:
+                self._fail(error)
+                return
+        if failure is not None:
+            self._job_scheduler.fail_batch(time_ms, failure)
+            return
         await self._job_scheduler.submit(time_ms, jobs, inputs)
 
     async def _read_inputs(self, time_ms: int) -> None:
@@ -672,10 +722,17 @@ class StreamingContext:
             await self._checkpoints.batch_completed(time_ms)
         for output in self._outputs:
             output.clear_metadata(time_ms)
-        # Logged blocks are kept until a state checkpoint covers their batch: recovery
-        # recomputes the batches after that checkpoint from them.
-        checkpointed = self._checkpoints.state_ms if self._checkpoints is not None else None
-        await self._receiver_tracker.forget_batch(time_ms, checkpointed)
+        # Logged blocks are kept as long as the checkpoint's history reaches back to their
+        # batch: recovery may recompute from an older state checkpoint with them.
+        horizon = self._checkpoints.history_from_ms if self._checkpoints is not None else None
+        await self._receiver_tracker.forget_batch(time_ms, horizon)
+
+    def _fail(self, error: BaseException) -> None:
+        """A batch failed (its output, building its jobs, or its checkpoint): the context
+        stops with ``error``, without completing it or any later batch."""
+        self._failed = True
+        self._report_error(error)
+        self._stop_soon(graceful=False)
 
     # ---- lifecycle: async ---------------------------------------------------------------
 
@@ -736,6 +793,8 @@ class StreamingContext:
                 if self._changed is None:
                     raise ContextStateError("the context has not been started")
                 await self._changed.wait()
+            if self._failed and self._stopped is not None:
+                await self._stopped.wait()  # a failed batch stops the context: raise once it has
         self._raise_first_error()
         return self._terminated.is_set()
 

@@ -105,3 +105,34 @@ class WindowCheckError(StreamingError):
 
     def __reduce__(self) -> tuple:
         return (type(self), (self.operator, str(self), self.differing))
+
+
+class CheckpointSecurityError(StreamingError):
+    """A checkpoint directory, file or key that another user could have written: refused
+    before anything in it is used."""
+
+
+class CheckpointFormatError(StreamingError):
+    """A checkpoint or log file in a format this version does not read (an older,
+    unauthenticated format, or not the engine's file at all)."""
+
+
+class CheckpointDamagedError(StreamingError):
+    """The checkpoint cannot be trusted to resume from: no usable metadata where some was
+    written, or a fallback that cannot recompute what the damaged files held."""
+
+
+class DataLossError(StreamingError):
+    """Recovery found records that were written but cannot be read back; names what is
+    lost (blocks, the batches that had them). ``accept_data_loss`` resumes without them."""
+
+    def __init__(self, message: str, lost: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lost = lost or []
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.lost))
+
+
+class CheckpointWriteError(StreamingError):
+    """A checkpoint could not be written after every retry; the context stops with it."""

@@ -195,7 +195,8 @@ async def test_a_lost_partition_without_a_disk_copy_fails_its_batch_naming_it(tm
         Path(backend.spill_dir).write_text("")  # disk copies can no longer be written
         await advance_batches(ssc, 1)  # state kept in memory only, with a warning
         _kill_workers(backend)
-        await advance_batches(ssc, 1)
+        with pytest.raises(JobFailedError, match="is lost"):
+            await advance_batches(ssc, 1)
         os.unlink(backend.spill_dir)
         with pytest.raises(JobFailedError, match="is lost"):  # no one has raised it yet
             await ssc.stop()

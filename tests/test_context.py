@@ -95,7 +95,9 @@ async def test_batch_info_and_listener_events_in_order() -> None:
     ]
 
 
-async def test_failed_job_names_operator_and_batch_and_stream_goes_on() -> None:
+async def test_failed_job_names_operator_and_batch_and_stops_the_context() -> None:
+    """The default output_failure_policy: a failed batch is never completed or skipped;
+    the context stops with its error (batch 2 never runs)."""
     clock = ManualClock()
     seen: list[list[int]] = []
     async with StreamingContext(1.0, master="local", clock=clock) as ssc:
@@ -106,13 +108,16 @@ async def test_failed_job_names_operator_and_batch_and_stream_goes_on() -> None:
 
         stream.foreach_rdd(keep)
         await ssc.start()
-        await advance_batches(ssc, 2)
+        with pytest.raises(JobFailedError):
+            await advance_batches(ssc, 2)
         with pytest.raises(JobFailedError) as failure:
             await ssc.await_termination(timeout=1)
+        assert ssc.state.value == "stopped"
     message = str(failure.value)
     assert "batch 1" in message and "map raised ZeroDivisionError" in message
     assert "4 time(s)" in message
-    assert seen == [[5]]  # batch 2 still ran
+    assert seen == []
+    assert ssc.batch_history == []
 
 
 async def test_graceful_stop_finishes_every_generated_batch() -> None:

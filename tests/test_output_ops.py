@@ -259,7 +259,8 @@ async def test_blocking_action_in_a_coroutine_points_to_acollect() -> None:
     async with StreamingContext(1.0, master="local", clock=ManualClock(0.0)) as ssc:
         ssc.queue_stream([[1, 2]]).foreach_rdd(wrong)
         await ssc.start()
-        await advance_batches(ssc, 1)
+        with pytest.raises(JobFailedError):
+            await advance_batches(ssc, 1)
         with pytest.raises(JobFailedError):  # stop() raises what no one has raised yet
             await ssc.stop()
     [error] = errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,77 +11,118 @@ from typing import Any
 import anyio
 import pytest
 
-from aiostream_engine import ConfigurationError, ManualClock, Receiver, StreamingContext
-from aiostream_engine.receiver.wal import MAGIC, WriteAheadLog, read_segment
+from aiostream_engine import ConfigurationError, ManualClock, StreamingContext
+from aiostream_engine.errors import CheckpointFormatError
+from aiostream_engine.receiver.block_payload import decode_block, encode_block
+from aiostream_engine.receiver.wal import MAGIC, WalEntry, WalRef, WriteAheadLog, read_segment
+from aiostream_engine.storage.keys import CheckpointKey
 from aiostream_engine.testing import advance_batches
+from tests.wal_receiver import ReliableReceiver, feed, wal_conf
 
 pytestmark = pytest.mark.anyio
 
 
+KEY = CheckpointKey(b"w" * 32, "a test key")
+
+
 def wal_at(directory: Path, clock: ManualClock | None = None, **options: Any) -> WriteAheadLog:
-    return WriteAheadLog(str(directory), clock or ManualClock(0.0), **options)
+    return WriteAheadLog(str(directory), clock or ManualClock(0.0), KEY, **options)
+
+
+async def append(wal: WriteAheadLog, stream_id: int, block_id: int, records: list[Any]) -> WalRef:
+    kind, payload = encode_block(records)
+    return await wal.append(stream_id, block_id, payload, kind)
+
+
+def records(entry: WalEntry) -> list[Any]:
+    return decode_block(entry.kind, entry.payload)
 
 
 async def test_blocks_are_written_and_read_back(tmp_path: Path) -> None:
-    wal = wal_at(tmp_path)
-    refs = [await wal.append(7, i, [{"n": i}, "x" * i]) for i in range(3)]
+    wal = wal_at(tmp_path / "log")
+    refs = [await append(wal, 7, i, [{"n": i}, "x" * i]) for i in range(3)]
     await wal.close()
     assert [r[0] for r in refs] == ["segment-0000000000.wal"] * 3
     assert refs[0][1] == len(MAGIC) and refs[1][1] > refs[0][1]
     assert wal.fsyncs == 3  # fsync="block": one per block
-    entries = await wal_at(tmp_path).recover()
-    assert [(e.ref, e.stream_id, e.block_id, e.records) for e in entries] == [
+    contents = await wal_at(tmp_path / "log").recover()
+    assert [(e.ref, e.stream_id, e.block_id, records(e)) for e in contents.entries] == [
         (refs[i], 7, i, [{"n": i}, "x" * i]) for i in range(3)
     ]
+    assert contents.damage == []
+    # The payloads are private: directories 0700, segments 0600.
+    assert stat.S_IMODE((tmp_path / "log").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "log" / refs[0][0]).stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bad checksum", "half a header"])
-async def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["truncated", "half a header"])
+async def test_a_torn_last_record_is_skipped_and_the_rest_kept(tmp_path: Path, damage: str) -> None:
     wal = wal_at(tmp_path)
-    refs = [await wal.append(0, i, [i] * 10) for i in range(3)]
+    refs = [await append(wal, 0, i, [i] * 10) for i in range(3)]
     await wal.close()
     path = tmp_path / refs[0][0]
     size = path.stat().st_size
     with open(path, "r+b") as f:
-        if damage == "truncated":
-            f.truncate(size - 5)
-        elif damage == "bad checksum":
-            f.seek(size - 1)
-            last = f.read(1)
-            f.seek(size - 1)
-            f.write(bytes([last[0] ^ 0xFF]))
-        else:
-            f.truncate(refs[2][1] + 3)
+        f.truncate(size - 5 if damage == "truncated" else refs[2][1] + 3)
+    cut = path.stat().st_size
     recovering = wal_at(tmp_path)
-    entries = await recovering.recover()
-    assert [e.records for e in entries] == [[0] * 10, [1] * 10]
-    assert path.stat().st_size == refs[2][1]  # cut back to the end of the last good record
+    contents = await recovering.recover()
+    assert [records(e) for e in contents.entries] == [[0] * 10, [1] * 10]
+    [torn] = contents.damage
+    assert (torn.segment, torn.start, torn.end, torn.torn) == (refs[0][0], refs[2][1], cut, True)
+    assert path.stat().st_size == cut  # reading never changes the file
     # New blocks go to a new segment; the old one stays readable.
-    ref = await recovering.append(0, 3, [3])
+    ref = await append(recovering, 0, 3, [3])
     await recovering.close()
     assert ref == ("segment-0000000001.wal", len(MAGIC))
-    assert [r for _, (_, _, r) in read_segment(str(path))[0]] == [[0] * 10, [1] * 10]
+    assert [r.sequence for r in read_segment(str(path), KEY)[0]] == [0, 1]
+
+
+async def test_sixteen_flipped_bytes_in_the_middle_cost_only_that_block(tmp_path: Path) -> None:
+    """The issue's finding: recovery truncated the segment at the damage, deleting the
+    valid blocks after it. Now only the damaged block is missing, and it is named."""
+    wal = wal_at(tmp_path)
+    refs = [await append(wal, 0, i, [f"reading {i}"] * 50) for i in range(6)]
+    await wal.close()
+    path = tmp_path / refs[0][0]
+    blob = bytearray(path.read_bytes())
+    middle = (refs[2][1] + refs[3][1]) // 2
+    blob[middle : middle + 16] = bytes(b ^ 0xA5 for b in blob[middle : middle + 16])
+    path.write_bytes(bytes(blob))
+    contents = await wal_at(tmp_path).recover()
+    assert [e.block_id for e in contents.entries] == [0, 1, 3, 4, 5]
+    assert [records(e) for e in contents.entries][2] == ["reading 3"] * 50
+    [damage] = contents.damage
+    assert (damage.block_id, damage.start, damage.end, damage.torn) == (2, refs[2][1], refs[3][1], False)
+    assert damage.describe() == f"block 2 ({refs[0][0]} bytes {refs[2][1]}-{refs[3][1]})"
+    assert path.stat().st_size == len(blob)
+
+
+async def test_a_segment_of_the_old_unauthenticated_format_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "segment-0000000000.wal").write_bytes(b"ASEWAL01" + b"\0" * 30)
+    with pytest.raises(CheckpointFormatError, match="older, unauthenticated format"):
+        await wal_at(tmp_path).recover()
 
 
 async def test_segments_roll_by_size_and_by_time(tmp_path: Path) -> None:
     clock = ManualClock(0.0)
-    wal = wal_at(tmp_path, clock, max_segment_bytes=250, roll_interval=5.0)
-    sizes = [await wal.append(0, i, [b"x" * 150]) for i in range(3)]
+    wal = wal_at(tmp_path, clock, max_segment_bytes=340, roll_interval=5.0)
+    sizes = [await append(wal, 0, i, [b"x" * 150]) for i in range(3)]
     assert [r[0] for r in sizes] == [f"segment-{n:010d}.wal" for n in range(3)]
     clock.set_time(4.9)
     await wal.tick()
-    assert (await wal.append(0, 3, [1]))[0] == "segment-0000000002.wal"
+    assert (await append(wal, 0, 3, [1]))[0] == "segment-0000000002.wal"
     clock.set_time(5.0)
     await wal.tick()  # an idle segment is closed when its time is up
-    assert (await wal.append(0, 4, [1]))[0] == "segment-0000000003.wal"
+    assert (await append(wal, 0, 4, [1]))[0] == "segment-0000000003.wal"
     await wal.close()
 
 
 async def test_interval_fsync_syncs_on_the_clock(tmp_path: Path) -> None:
     clock = ManualClock(0.0)
     wal = wal_at(tmp_path, clock, fsync="interval", fsync_interval=1.0)
-    await wal.append(0, 0, [1])
-    await wal.append(0, 1, [2])
+    await append(wal, 0, 0, [1])
+    await append(wal, 0, 1, [2])
     assert wal.fsyncs == 0
     clock.set_time(1.0)
     await wal.tick()
@@ -90,12 +132,12 @@ async def test_interval_fsync_syncs_on_the_clock(tmp_path: Path) -> None:
 
 async def test_closed_segments_are_deleted_once_their_blocks_are_released(tmp_path: Path) -> None:
     wal = wal_at(tmp_path, max_segment_bytes=100)
-    refs = [await wal.append(0, i, [b"y" * 80]) for i in range(3)]  # one segment each
+    refs = [await append(wal, 0, i, [b"y" * 80]) for i in range(3)]  # one segment each
     await wal.release(refs[:2])
     assert wal.segments() == ["segment-0000000002.wal"]  # the active one stays
     await wal.release(refs[2:])
     assert wal.segments() == ["segment-0000000002.wal"]
-    await wal.append(0, 3, [b"y" * 80])  # rolls: the released segment goes
+    await append(wal, 0, 3, [b"y" * 80])  # rolls: the released segment goes
     assert wal.segments() == ["segment-0000000003.wal"]
     await wal.close()
 
@@ -118,7 +160,7 @@ async def test_writes_and_fsyncs_happen_off_the_event_loop(tmp_path: Path) -> No
     refs: list[Any] = []
 
     async def write() -> None:
-        refs.append(await wal.append(0, 0, list(range(1000))))
+        refs.append(await append(wal, 0, 0, list(range(1000))))
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -136,32 +178,6 @@ async def test_writes_and_fsyncs_happen_off_the_event_loop(tmp_path: Path) -> No
 # ---- through a running context ------------------------------------------------------------
 
 
-class ReliableReceiver(Receiver):
-    """Stores each list it is fed as one durable block, then 'acknowledges' it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.send, self.receive = anyio.create_memory_object_stream[list[int]](100)
-        self.acked: list[list[int]] = []
-
-    async def on_start(self) -> None:
-        async for records in self.receive:
-            await self.store_block(records)
-            self.acked.append(records)
-
-
-def wal_conf(**extra: Any) -> dict[str, Any]:
-    return {"receiver_wal_enable": True, "receiver_wal_roll_interval": 1.0, **extra}
-
-
-async def feed(receiver: ReliableReceiver, records: list[int]) -> None:
-    count = len(receiver.acked)
-    await receiver.send.send(records)
-    with anyio.fail_after(10):  # the block is written by a worker thread
-        while len(receiver.acked) == count:
-            await anyio.lowlevel.checkpoint()
-
-
 async def test_wal_needs_a_checkpoint_directory() -> None:
     async with StreamingContext(1.0, master="local", clock=ManualClock(), conf=wal_conf()) as ssc:
         ssc.receiver_stream(ReliableReceiver()).foreach_rdd(lambda rdd: None)
@@ -169,11 +185,17 @@ async def test_wal_needs_a_checkpoint_directory() -> None:
             await ssc.start()
 
 
-async def test_segments_are_deleted_after_their_batches_complete(tmp_path: Path) -> None:
+async def test_segments_are_deleted_once_the_history_horizon_passes_their_batches(
+    tmp_path: Path,
+) -> None:
+    """A state checkpoint every batch (3 kept); one block per batch, one segment per block.
+    A batch's blocks are released once the oldest kept state checkpoint (the fallback if
+    the newer ones are damaged) covers it: batch 1 after batch 2, batch 2 after batch 4."""
     clock = ManualClock(0.0)
     receiver = ReliableReceiver()
-    conf = wal_conf(checkpoint_interval=1.0)  # a state checkpoint covers every batch
+    conf = wal_conf(checkpoint_interval=1.0, receiver_wal_max_segment_bytes=64)
     out: list[list[int]] = []
+    segments: list[list[str]] = []
     async with StreamingContext(1.0, master="local", clock=clock, conf=conf) as ssc:
         ssc.checkpoint(str(tmp_path))
         stream = ssc.receiver_stream(receiver)
@@ -185,24 +207,12 @@ async def test_segments_are_deleted_after_their_batches_complete(tmp_path: Path)
         await ssc.start()
         wal = ssc._receiver_tracker.generators[stream.id].wal
         assert wal is not None
-        await feed(receiver, [1, 2])
-        await feed(receiver, [3])
-        assert wal.segments() == ["segment-0000000000.wal"]
-        clock.set_time(0.6)
-        await feed(receiver, [4])
-        await advance_batches(ssc, 1)  # the segment's time is up at 1.0: it is closed
-        await anyio.wait_all_tasks_blocked()
-        assert wal.segments() == []  # ... and its blocks' batch completed: deleted
-        await feed(receiver, [5])
-        assert wal.segments() == ["segment-0000000001.wal"]
-        await advance_batches(ssc, 1)
-        await feed(receiver, [6])  # written after the roll at 2.0: a new segment
-        await anyio.wait_all_tasks_blocked()
-        assert wal.segments() == ["segment-0000000002.wal"]
-        await advance_batches(ssc, 1)
-        await anyio.wait_all_tasks_blocked()
-        assert wal.segments() == []
-    assert out == [[1, 2, 3, 4], [5], [6]]
+        for k in range(1, 6):
+            await feed(receiver, [k])
+            await advance_batches(ssc, 1)
+            segments.append([name[-6:-4] for name in wal.segments()])
+    assert out == [[1], [2], [3], [4], [5]]
+    assert segments == [["00"], ["01"], ["01", "02"], ["02", "03"], ["03", "04"]]
     assert wal.deleted_segments == 3
 
 

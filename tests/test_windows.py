@@ -559,27 +559,50 @@ async def test_checked_inverse_every_other_slide_passes_a_right_inverse() -> Non
 
 
 @pytest.mark.anyio
-async def test_checked_inverse_reports_every_wrong_slide_once_and_recovers() -> None:
-    """After a mismatch the recomputed window replaces the wrong one."""
-    errors: list[BaseException] = []
+async def test_checked_inverse_stops_the_context_at_the_first_wrong_slide() -> None:
     with tempfile.TemporaryDirectory() as directory:
         async with StreamingContext(
             1.0, clock=ManualClock(0.0), conf={"window_check_interval": 3}
         ) as ssc:
             ssc.checkpoint(directory)
-            source = ssc.queue_stream([[("a", 1)]] * 8)
-            windowed = source.reduce_by_key_and_window(add, add, 2, 1)
+            windowed = ssc.queue_stream([[("a", 1)]] * 8).reduce_by_key_and_window(add, add, 2, 1)
             outputs = collect_batches(windowed)
             await ssc.start()
-            await advance_batches(ssc, 8)
-            with pytest.raises(JobFailedError, match="differs"):  # the first, raised by stop()
+            with pytest.raises(JobFailedError) as failed:
+                await advance_batches(ssc, 8)
+            with pytest.raises(JobFailedError, match="differs"):  # stop() raises it too
                 await ssc.stop()
-            errors = ssc.errors
-    assert [e.batch_time for e in errors] == [3.0, 6.0]  # type: ignore[attr-defined]
-    # slides 3 and 6 are checked: their output fails, then the sums go on from 2
+    assert failed.value.batch_time == 3.0 and isinstance(failed.value.cause, WindowCheckError)
+    assert [(t, r) for t, r in outputs] == [(1.0, [("a", 1)]), (2.0, [("a", 2)])]
+
+
+@pytest.mark.anyio
+async def test_checked_inverse_with_retries_replaces_every_wrong_slide_by_its_recomputation() -> None:
+    """output_failure_policy="retry": a wrong slide fails once; its retry outputs the window
+    recomputed from scratch, and the sums go on from it."""
+    failures: list[float] = []
+    with tempfile.TemporaryDirectory() as directory:
+        conf = {"window_check_interval": 3, "output_failure_policy": "retry",
+                "output_retry_backoff": 0.25}
+        async with StreamingContext(1.0, clock=ManualClock(0.0), conf=conf) as ssc:
+            ssc.checkpoint(directory)
+            windowed = ssc.queue_stream([[("a", 1)]] * 8).reduce_by_key_and_window(add, add, 2, 1)
+            outputs = collect_batches(windowed)
+            await ssc.start()
+            for time_ms in range(1000, 9000, 1000):
+                ssc.clock.set_time(time_ms / 1000)  # type: ignore[attr-defined]
+                if time_ms in (3000, 6000):
+                    with anyio.fail_after(30):
+                        while ssc._job_scheduler.output_failures == len(failures):
+                            await anyio.lowlevel.checkpoint()
+                    failures.append(time_ms / 1000)
+                    ssc.clock.advance(0.25)  # type: ignore[attr-defined]
+                await ssc._job_scheduler.wait_for_batch(time_ms)
+            await ssc.stop()
+    assert ssc.errors == [] and failures == [3.0, 6.0]
     assert [(t, r) for t, r in outputs] == [
-        (1.0, [("a", 1)]), (2.0, [("a", 2)]), (4.0, [("a", 4)]), (5.0, [("a", 6)]),
-        (7.0, [("a", 4)]), (8.0, [("a", 6)]),
+        (1.0, [("a", 1)]), (2.0, [("a", 2)]), (3.0, [("a", 2)]), (4.0, [("a", 4)]),
+        (5.0, [("a", 6)]), (6.0, [("a", 2)]), (7.0, [("a", 4)]), (8.0, [("a", 6)]),
     ]
 
 

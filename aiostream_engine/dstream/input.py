@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from ..errors import ConfigurationError, StreamingError
+from ..errors import ConfigurationError, DataLossError
 from ..rdd.core import RDD
 from ..receiver.block_generator import Block, data_bytes
-from ..receiver.wal import WalEntry, WriteAheadLog
+from ..receiver.block_payload import decode_block
+from ..receiver.wal import WalContents, WalEntry, WriteAheadLog
+from ..receiver.wal_recovery import plan_block_recovery
 from ..scheduler.batch_info import StreamInputInfo
 from ..scheduler.rate.controller import RateController, new_rate_controller, receiver_rate
 from .base import DStream
@@ -107,6 +109,12 @@ class InputDStream(DStream):
     #: Whether ``restore`` can generate past batches again (queue, files, Kafka, WAL).
     replayable = False
 
+    def identity(self) -> str:
+        """What this input is, as recorded in the checkpoint: a checkpoint whose input
+        stream with this id was something else belongs to another program and is refused
+        (``CheckpointMismatchError``) before its descriptors reach ``restore``."""
+        return f"{type(self).__name__} {self.name}"
+
     def take_batch_descriptor(self, time_ms: int) -> Any:
         """What batch t read, as plain picklable data (None: nothing to record)."""
         return None
@@ -175,53 +183,57 @@ class BlockInputDStream(InputDStream):
         self._wal = WriteAheadLog(
             os.path.join(self._ssc.checkpoint_dir, "receivedData", str(self.id)),
             self._ssc.clock,
+            self._ssc._checkpoint_key(),
             fsync=conf.receiver_wal_fsync,
             fsync_interval=conf.receiver_wal_fsync_interval,
             roll_interval=conf.receiver_wal_roll_interval,
             max_segment_bytes=conf.receiver_wal_max_segment_bytes,
+            require_private=conf.checkpoint_dir_check,
         )
         await self._recover(self._wal)
 
     async def _recover(self, wal: WriteAheadLog) -> None:
         """Hand the blocks in the log back: those of the batches being generated again to
-        those batches, those no batch took to the next batch. Without a recovery plan
-        every logged block is unclaimed (the process died before its first batch was
-        recorded), unless the directory's metadata says a previous run used it: then the
-        context was not resumed (get_or_create) and the old blocks are dropped."""
-        entries = await wal.recover()
-        tracker = self._ssc._receiver_tracker
+        those batches, those no batch took to the next batch (``wal_recovery``). Blocks the
+        batches need but the log lost fail the start with ``DataLossError`` naming them,
+        unless ``accept_data_loss`` is set. Without a recovery plan every logged block is
+        unclaimed (the process died before its first batch was recorded), unless the
+        directory holds metadata of a previous run: then the context was not resumed
+        (``get_or_create``, which refuses metadata it cannot trust) and the old blocks are
+        dropped."""
+        contents = await wal.recover()
         position: int = 0
         replays: dict[int, Any] = {}
         if self._recovery is not None:
             position, replays = self._recovery
-        elif entries:
-            resumed_elsewhere: bool = await anyio.to_thread.run_sync(self._has_metadata)
-            if resumed_elsewhere:
-                log.warning("%s: dropping %d logged blocks of a run that was not resumed",
-                            self.name, len(entries))
-                entries = []
-        self._source_receiver().on_recovered([e.records for e in entries])
-        by_id = {e.block_id: e for e in entries}
-        claimed: set[int] = set()
-        for time_ms, descriptor in sorted(replays.items()):
-            blocks = []
-            for block_id, segment, offset in descriptor or []:
-                entry = by_id.get(block_id)
-                if entry is None or entry.ref != (segment, offset):
-                    raise StreamingError(
-                        f"{self.name}: block {block_id} of batch {time_ms / 1000:g} s is "
-                        f"missing from the write-ahead log ({segment} @ {offset})"
-                    )
-                blocks.append(_block(self.id, entry))
-                claimed.add(block_id)
-            tracker.restore_allocation(time_ms, self.id, blocks)
-        unallocated = [
-            _block(self.id, e) for e in entries if e.block_id >= position and e.block_id not in claimed
-        ]
-        needed = [e.ref for e in entries if e.block_id in claimed or e.block_id >= position]
-        await wal.keep_only(needed)
-        first_id = max([position, *(e.block_id + 1 for e in entries)])
-        tracker.prepare_stream(self.id, wal, first_id, unallocated)
+        elif contents.entries and await anyio.to_thread.run_sync(self._has_metadata):
+            log.warning("%s: dropping %d logged blocks of a run that was not resumed "
+                        "(StreamingContext.get_or_create resumes it)",
+                        self.name, len(contents.entries))
+            contents = WalContents([], [])
+        recovery = plan_block_recovery(contents, position, replays)
+        if recovery.lost:
+            self._report_loss(recovery.lost)
+        decoded = {e.block_id: _block(self.id, e) for e in contents.entries}
+        self._source_receiver().on_recovered([b.records for b in decoded.values()])
+        tracker = self._ssc._receiver_tracker
+        for time_ms, entries in recovery.restored.items():
+            tracker.restore_allocation(time_ms, self.id, [decoded[e.block_id] for e in entries])
+        await wal.keep_only(recovery.needed)
+        tracker.prepare_stream(
+            self.id, wal, recovery.next_block_id, [decoded[e.block_id] for e in recovery.unallocated]
+        )
+
+    def _report_loss(self, lost: list[str]) -> None:
+        message = (
+            f"{self.name}: the write-ahead log cannot give back {len(lost)} block(s) or "
+            f"stretch(es) (damaged, or not written with this engine's key): {'; '.join(lost)}"
+        )
+        if not self._ssc.conf.accept_data_loss:
+            raise DataLossError(
+                message + ". Set accept_data_loss=True to resume without them", lost
+            )
+        log.error("%s; resuming without them (accept_data_loss)", message)
 
     def _source_receiver(self) -> Receiver:
         raise NotImplementedError
@@ -231,7 +243,7 @@ class BlockInputDStream(InputDStream):
         from ..recovery import METADATA
 
         assert self._ssc.checkpoint_dir is not None
-        return CheckpointStore(self._ssc.checkpoint_dir).latest(METADATA) is not None
+        return CheckpointStore.files_exist(self._ssc.checkpoint_dir, METADATA)
 
     async def stop(self) -> None:
         if self._wal is not None:
@@ -239,7 +251,8 @@ class BlockInputDStream(InputDStream):
 
 
 def _block(stream_id: int, entry: WalEntry) -> Block:
-    return Block(stream_id, entry.block_id, entry.records, entry.ref, data_bytes(entry.records))
+    content = decode_block(entry.kind, entry.payload)
+    return Block(stream_id, entry.block_id, content, entry.ref, data_bytes(content))
 
 
 class ReceiverInputDStream(BlockInputDStream):
@@ -262,3 +275,6 @@ class ReceiverInputDStream(BlockInputDStream):
             controller.latest_rate(), controller.num_receivers, self._ssc.conf.receiver_max_rate
         )
         return each * controller.num_receivers if each > 0 else None
+
+    def identity(self) -> str:
+        return f"{type(self).__name__} {type(self.receiver).__name__} {self.name}"

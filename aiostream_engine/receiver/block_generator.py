@@ -30,6 +30,7 @@ import anyio
 
 from ..clock import Clock
 from ..raw import RawBlock, RawLines, is_raw
+from .block_payload import encode_block
 from .budget import ByteBudget
 from .rate_limiter import RateLimiter
 from .wal import WalRef, WriteAheadLog
@@ -185,7 +186,8 @@ class BlockGenerator:
             self.next_block_id += 1
             ref = None
             if self.wal is not None:
-                ref = await self.wal.append(self.stream_id, block_id, content)  # type: ignore[arg-type]
+                kind, payload = encode_block(content)
+                ref = await self.wal.append(self.stream_id, block_id, payload, kind)
         return Block(self.stream_id, block_id, content, ref, size)
 
     def _buffered(self) -> bool:

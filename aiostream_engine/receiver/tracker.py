@@ -1,9 +1,9 @@
 """Runs every receiver of the graph and allocates their blocks to batches.
 
 Each receiver's stream has one block generator, and, with the write-ahead log on, one log.
-Blocks of a batch are released from the log once the batch has completed and a state
-checkpoint covers it (so a recovery that recomputes batches after that checkpoint still
-finds their blocks).
+Blocks of a batch are released from the log once the batch has completed and the
+checkpoint's history horizon has passed it (so a recovery that recomputes batches after an
+older state checkpoint, the newer one being damaged, still finds their blocks).
 """
 
 from __future__ import annotations
@@ -160,10 +160,11 @@ class ReceiverTracker:
     def has_unallocated_blocks(self) -> bool:
         return any(g.has_pending() for g in self.generators.values())
 
-    async def forget_batch(self, time_ms: int, checkpointed_through_ms: int | None) -> None:
+    async def forget_batch(self, time_ms: int, history_from_ms: int | None) -> None:
         """Drop the allocation of a completed batch (its RDDs hold the records they need);
         release from the logs the blocks of completed batches at or before
-        ``checkpointed_through_ms`` (the newest state checkpoint; None: none yet)."""
+        ``history_from_ms`` (the checkpoint's history horizon: recovery never recomputes
+        those; None: it may recompute from the first batch, keep everything)."""
         allocation = self._allocations.pop(time_ms, {})
         self.budget.release(sum(b.nbytes for blocks in allocation.values() for b in blocks))
         refs = [
@@ -174,9 +175,9 @@ class ReceiverTracker:
         ]
         if refs:
             self._unreleased[time_ms] = refs
-        if checkpointed_through_ms is None:
+        if history_from_ms is None:
             return
-        for done in sorted(t for t in self._unreleased if t <= checkpointed_through_ms):
+        for done in sorted(t for t in self._unreleased if t <= history_from_ms):
             await self._release(self._unreleased.pop(done))
 
     async def _release(self, refs: Iterable[tuple[int, WalRef]]) -> None:

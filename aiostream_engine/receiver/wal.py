@@ -1,50 +1,57 @@
 """The receiver write-ahead log: every block durable before it is acknowledged or used.
 
-One log per block stream, in ``<checkpoint dir>/receivedData/<stream id>/``, made of
-segment files ``segment-<n>.wal``. A segment starts with a magic and holds one record per
-block::
-
-    length (4 bytes, big endian) | CRC-32 of the payload (4 bytes) | payload
-
-where the payload is ``pickle((stream id, block id, records))``. A block is addressed by
+One log per block stream, in ``<checkpoint dir>/receivedData/<stream id>/`` (directories
+0700, files 0600), made of segment files ``segment-<n>.wal``. A segment starts with a magic
+and holds one record per block, framed by ``storage.framing``: a sync marker, a header with
+its own checksum (payload kind, stream id, block id, length), the payload, and an HMAC
+under the engine's key (``storage.keys``). The payload is opaque here: bytes and a kind,
+encoded and decoded by ``receiver.block_payload``. A block is addressed by
 ``(segment name, offset)`` (a ``WalRef``): that is what the checkpoint metadata stores for
 each batch, so a recovered batch reads exactly the blocks it had.
 
-A crash in the middle of an append leaves a torn last record: too short for its length, or
-failing its checksum. Reading the log stops at the first such record, drops it (the file is
-truncated there) and keeps every record before it.
+Reading never changes the files. A record that does not verify is skipped and reported
+(``WalDamage``: where, and which block when its header held); reading resumes at the next
+record that verifies, so damage costs only the blocks it touched. The unfinished last
+record of a crashed append (``torn``) never completed, so no batch and no acknowledgement
+depended on it. What a damaged record means for the batches is decided by the recovery
+(``receiver.wal_recovery``), which knows which blocks they need.
 
 Segments roll after ``roll_interval`` seconds of the engine's clock or ``max_segment_bytes``;
 a closed segment is deleted once every block in it has been released (its batches completed
-and are covered by a state checkpoint, see ``ReceiverTracker.forget_batch``).
+and are covered by the oldest state checkpoint kept, see ``ReceiverTracker.forget_batch``).
 
-Blocking file work (open, write, fsync, truncate, unlink) always runs in a worker thread
+Blocking file work (open, write, fsync, unlink) always runs in a worker thread
 (``anyio.to_thread``), never on the event loop; one append at a time per log.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
-import pickle
 import re
-import struct
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import anyio
 import anyio.to_thread
 
 from ..checkpoint import fsync_directory
 from ..clock import Clock
+from ..errors import CheckpointFormatError
+from ..storage.framing import Damage, Record, frame, record_size, scan
+from ..storage.keys import CheckpointKey
+from ..storage.private_dir import ensure_private_dir, open_private
 
 log = logging.getLogger("aiostream_engine.receiver.wal")
 
-MAGIC = b"ASEWAL01"
-_RECORD = struct.Struct(">II")  # payload length, crc32 of the payload
+MAGIC = b"ASEWAL02"
+#: The first, unauthenticated format: refused, never read.
+OLD_MAGICS = (b"ASEWAL01",)
+#: What the MAC of a log record is for (see ``CheckpointKey.mac``).
+LABEL = b"aiostream-engine receiver wal\0"
 _NAME = re.compile(r"^segment-(\d+)\.wal$")
 
 #: Where a block lives in the log: (segment file name, byte offset of its record).
@@ -53,12 +60,63 @@ WalRef = tuple[str, int]
 
 @dataclass(frozen=True)
 class WalEntry:
-    """One block read back from the log."""
+    """One block read back from the log: its payload as written (see ``block_payload``)."""
 
     ref: WalRef
     stream_id: int
     block_id: int
-    records: list[Any]
+    kind: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class WalDamage:
+    """Bytes ``start`` to ``end`` of ``segment`` hold no record that verifies.
+
+    ``block_id`` is the damaged record's block when its header held; ``previous_block_id``
+    and ``next_block_id`` are the nearest good blocks around it in the log (block ids only
+    grow along a log, so the blocks it held are strictly between them).
+    ``torn``: the unfinished last append of a crash, which nothing had used.
+    """
+
+    segment: str
+    start: int
+    end: int
+    block_id: int | None
+    previous_block_id: int | None
+    next_block_id: int | None
+    torn: bool
+    #: The stretch is exactly the named block's record (its header held, its MAC did not).
+    one_record: bool = False
+
+    @property
+    def first_block_id(self) -> int | None:
+        """The lowest block id the stretch may have held (None: unknown)."""
+        if self.block_id is not None:
+            return self.block_id
+        return None if self.previous_block_id is None else self.previous_block_id + 1
+
+    @property
+    def last_block_id(self) -> int | None:
+        """The highest block id the stretch may have held (None: unknown)."""
+        if self.one_record:
+            return self.block_id
+        return None if self.next_block_id is None else self.next_block_id - 1
+
+    def describe(self) -> str:
+        where = f"{self.segment} bytes {self.start}-{self.end}"
+        low, high = self.first_block_id, self.last_block_id
+        if low is not None and low == high:
+            return f"block {low} ({where})"
+        return f"blocks {'?' if low is None else low}..{'?' if high is None else high} ({where})"
+
+
+@dataclass(frozen=True)
+class WalContents:
+    """Everything a log holds: the blocks that verified, oldest first, and the damage."""
+
+    entries: list[WalEntry]
+    damage: list[WalDamage]
 
 
 @dataclass
@@ -73,54 +131,58 @@ def segment_name(sequence: int) -> str:
     return f"segment-{sequence:010d}.wal"
 
 
-def encode_record(stream_id: int, block_id: int, records: list[Any]) -> bytes:
-    payload = pickle.dumps((stream_id, block_id, records), protocol=pickle.HIGHEST_PROTOCOL)
-    return _RECORD.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def read_segment(path: str) -> tuple[list[tuple[int, Any]], int]:
-    """The records of one segment as ``(offset, (stream id, block id, records))``, and the
-    offset where the valid part ends (the file size unless a record is torn or corrupt)."""
-    entries: list[tuple[int, Any]] = []
+def read_segment(path: str, key: CheckpointKey) -> tuple[list[Record], list[Damage]]:
+    """The records of one segment that verify, and its damaged stretches. Blocking."""
     with open(path, "rb") as f:
-        if f.read(len(MAGIC)) != MAGIC:
-            return entries, 0
-        offset = len(MAGIC)
-        while True:
-            header = f.read(_RECORD.size)
-            if not header:
-                return entries, offset
-            if len(header) < _RECORD.size:
-                return entries, offset
-            length, crc = _RECORD.unpack(header)
-            payload = f.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                return entries, offset
-            entries.append((offset, pickle.loads(payload)))
-            offset += _RECORD.size + length
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return [], []
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            magic = data[: len(MAGIC)]
+            if magic in OLD_MAGICS:
+                raise CheckpointFormatError(
+                    f"{path} is a write-ahead log segment of an older, unauthenticated "
+                    "format; this version does not read it (start with a new checkpoint "
+                    "directory)"
+                )
+            if magic != MAGIC:  # a damaged magic: the records after it may still be good
+                log.warning("write-ahead log %s: the segment's magic is damaged", path)
+            records: list[Record] = []
+            damage: list[Damage] = []
+            for item in scan(data, key, LABEL, min(len(MAGIC), size)):
+                (records if isinstance(item, Record) else damage).append(item)
+            return records, damage
 
 
 class WriteAheadLog:
-    """The segmented log of one block stream. Not thread-safe: one owner on the event loop."""
+    """The segmented log of one block stream. Not thread-safe: one owner on the event loop.
+
+    ``directory`` is created 0700 (and its parent, ``receivedData``); an existing one must
+    be this user's and private unless ``require_private`` is off (``checkpoint_dir_check``).
+    """
 
     def __init__(
         self,
         directory: str,
         clock: Clock,
+        key: CheckpointKey,
         *,
         fsync: str = "block",
         fsync_interval: float = 1.0,
         roll_interval: float = 60.0,
         max_segment_bytes: int = 64 << 20,
+        require_private: bool = True,
     ) -> None:
         if fsync not in ("block", "interval"):
             raise ValueError(f'fsync must be "block" or "interval", got {fsync!r}')
         self.directory = directory
         self._clock = clock
+        self._key = key
         self._fsync_each_block = fsync == "block"
         self._fsync_interval = fsync_interval
         self._roll_interval = roll_interval
         self._max_bytes = max_segment_bytes
+        self._require_private = require_private
         self._lock = anyio.Lock()
         self._active: _Segment | None = None
         self._next_sequence = 0
@@ -128,21 +190,29 @@ class WriteAheadLog:
         self._closed: set[str] = set()
         self._unsynced = False
         self._last_sync = clock.now()
+        self._directory_ready = False
         #: Replaceable for tests; called with a file descriptor in a worker thread.
         self.fsync: Callable[[int], None] = os.fsync
         self.appends = 0
         self.fsyncs = 0
         self.deleted_segments = 0
 
+    def _prepare_directory(self) -> None:
+        if not self._directory_ready:
+            ensure_private_dir(os.path.dirname(self.directory), require_private=self._require_private)
+            ensure_private_dir(self.directory, require_private=self._require_private)
+            self._directory_ready = True
+
     # ---- writing ------------------------------------------------------------------------
 
-    async def append(self, stream_id: int, block_id: int, records: list[Any]) -> WalRef:
-        """Append one block; returns once it is written (and fsynced, by the policy)."""
+    async def append(self, stream_id: int, block_id: int, payload: bytes, kind: int) -> WalRef:
+        """Append one block's encoded records (``block_payload``); returns once it is
+        written (and fsynced, by the policy)."""
         async with self._lock:
             now = self._clock.now()
             sync = self._fsync_each_block or now - self._last_sync >= self._fsync_interval
             ref, rolled = await anyio.to_thread.run_sync(
-                self._append_blocking, stream_id, block_id, records, now, sync
+                self._append_blocking, stream_id, block_id, payload, kind, now, sync
             )
             if sync:
                 self._last_sync = now
@@ -153,21 +223,23 @@ class WriteAheadLog:
             return ref
 
     def _append_blocking(
-        self, stream_id: int, block_id: int, records: list[Any], now: float, sync: bool
+        self, stream_id: int, block_id: int, payload: bytes, kind: int, now: float, sync: bool
     ) -> tuple[WalRef, str | None]:
-        record = encode_record(stream_id, block_id, records)
+        parts = frame(self._key, LABEL, kind, stream_id, block_id, payload)
+        length = record_size(len(payload))
         rolled = None
         active = self._active
         if active is not None and (
             now - active.opened_at >= self._roll_interval
-            or (active.size > len(MAGIC) and active.size + len(record) > self._max_bytes)
+            or (active.size > len(MAGIC) and active.size + length > self._max_bytes)
         ):
             rolled = self._close_active_blocking()
         active = self._active or self._open_blocking(now)
         offset = active.size
-        active.file.write(record)
+        for part in parts:
+            active.file.write(part)
         active.file.flush()
-        active.size += len(record)
+        active.size += length
         if sync:
             self._fsync_blocking(active)
         else:
@@ -175,10 +247,11 @@ class WriteAheadLog:
         return (active.name, offset), rolled
 
     def _open_blocking(self, now: float) -> _Segment:
-        os.makedirs(self.directory, exist_ok=True)
+        self._prepare_directory()
         name = segment_name(self._next_sequence)
         self._next_sequence += 1
-        file = open(os.path.join(self.directory, name), "xb")  # noqa: SIM115 (kept open)
+        fd = open_private(os.path.join(self.directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        file = os.fdopen(fd, "wb")
         file.write(MAGIC)
         file.flush()
         self.fsync(file.fileno())
@@ -258,32 +331,53 @@ class WriteAheadLog:
 
     # ---- recovery -----------------------------------------------------------------------
 
-    async def recover(self) -> list[WalEntry]:
-        """Every block in the log, oldest first; torn tails are dropped (truncated)."""
+    async def recover(self) -> WalContents:
+        """Every block in the log that verifies, oldest first, and where it is damaged.
+        The files are left as they are; new blocks go to a new segment."""
         async with self._lock:
             return await anyio.to_thread.run_sync(self._recover_blocking)
 
-    def _recover_blocking(self) -> list[WalEntry]:
+    def _recover_blocking(self) -> WalContents:
+        if os.path.lexists(self.directory):
+            self._prepare_directory()
         entries: list[WalEntry] = []
+        found: list[tuple[str, Damage, int]] = []  # (segment, stretch, entries before it)
         for name in self.segments():
             path = os.path.join(self.directory, name)
             self._next_sequence = max(self._next_sequence, int(_NAME.match(name)[1]) + 1)  # type: ignore[index]
-            found, valid_end = read_segment(path)
-            size = os.path.getsize(path)
-            if valid_end < size:
-                log.warning(
-                    "write-ahead log %s: dropping %d bytes of a torn or corrupt record at "
-                    "offset %d (%d good blocks kept)", path, size - valid_end, valid_end,
-                    len(found),
-                )
-                with open(path, "r+b") as f:
-                    f.truncate(valid_end)
-                    f.flush()
-                    self.fsync(f.fileno())
-            for offset, (stream_id, block_id, records) in found:
-                entries.append(WalEntry((name, offset), stream_id, block_id, records))
+            records, damaged = read_segment(path, self._key)
+            stretches = iter(damaged)
+            stretch = next(stretches, None)
+            for record in records:
+                while stretch is not None and stretch.start < record.offset:
+                    found.append((name, stretch, len(entries)))
+                    stretch = next(stretches, None)
+                entries.append(WalEntry((name, record.offset), record.stream, record.sequence,
+                                        record.kind, record.payload))
+            while stretch is not None:
+                found.append((name, stretch, len(entries)))
+                stretch = next(stretches, None)
             self._closed.add(name)
-        return entries
+        damage = []
+        for name, stretch, index in found:
+            # Block ids only grow along the log (consecutive within a run), so the good
+            # blocks around a damaged stretch bound the ids it held.
+            item = WalDamage(
+                name, stretch.start, stretch.end,
+                stretch.header.sequence if stretch.header is not None else None,
+                entries[index - 1].block_id if index > 0 else None,
+                entries[index].block_id if index < len(entries) else None,
+                stretch.torn,
+                stretch.header is not None
+                and stretch.end - stretch.start == record_size(stretch.header.length),
+            )
+            (log.info if item.torn else log.error)(
+                "write-ahead log %s: %s %s", self.directory,
+                "an unfinished last append, never used:" if item.torn else "damaged:",
+                item.describe(),
+            )
+            damage.append(item)
+        return WalContents(entries, damage)
 
     async def keep_only(self, refs: Iterable[WalRef]) -> None:
         """After recovery: the recovered blocks still needed are ``refs``; segments holding

@@ -90,6 +90,30 @@ class StreamRateUpdated:
     time: float
 
 
+@dataclass(frozen=True)
+class OutputOperationFailed:
+    """An attempt of an output operation raised. ``retry_in``: seconds until it is tried
+    again (``output_failure_policy="retry"``); None: the batch has failed and the context
+    stops with ``error`` (the default policy)."""
+
+    output_operation_info: OutputOperationInfo
+    error: str
+    attempt: int
+    retry_in: float | None
+
+
+@dataclass(frozen=True)
+class CheckpointWriteFailed:
+    """Writing a checkpoint file failed (a full disk, an I/O error). ``retry_in``: seconds
+    until the next attempt; None: out of retries, the context stops with the error."""
+
+    kind: str
+    batch_time: float
+    attempt: int
+    error: str
+    retry_in: float | None
+
+
 # event type -> (snake_case method, PySpark method)
 _HANDLERS: dict[type, tuple[str, str]] = {
     StreamingStarted: ("on_streaming_started", "onStreamingStarted"),
@@ -102,6 +126,8 @@ _HANDLERS: dict[type, tuple[str, str]] = {
     OutputOperationStarted: ("on_output_operation_started", "onOutputOperationStarted"),
     OutputOperationCompleted: ("on_output_operation_completed", "onOutputOperationCompleted"),
     StreamRateUpdated: ("on_stream_rate_updated", "onStreamRateUpdated"),
+    OutputOperationFailed: ("on_output_operation_failed", "onOutputOperationFailed"),
+    CheckpointWriteFailed: ("on_checkpoint_write_failed", "onCheckpointWriteFailed"),
 }
 
 
@@ -137,6 +163,12 @@ class StreamingListener:
 
     def on_stream_rate_updated(self, event: StreamRateUpdated) -> Any:
         """Backpressure set a new rate bound for a stream (``event.rate``, records/s)."""
+
+    def on_output_operation_failed(self, event: OutputOperationFailed) -> Any:
+        """An attempt of an output operation raised (``retry_in`` None: the batch failed)."""
+
+    def on_checkpoint_write_failed(self, event: CheckpointWriteFailed) -> Any:
+        """Writing a checkpoint file failed (``retry_in`` None: the context stops)."""
 
 
 class ListenerBus:

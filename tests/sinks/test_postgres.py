@@ -139,9 +139,10 @@ async def test_a_constraint_violation_mid_partition_writes_nothing_of_it_and_fai
         'violates check constraint "readings_value_check"\n'
         "DETAIL:  Failing row contains (bad, -1)."
     )
-    # Partition 0 of batch 1 and the whole of batch 2 were written; partition 1 not at all.
-    assert await rows(pg_schema, "readings") == [("a", 1), ("b", 2), ("d", 4)]
-    assert await markers(pg_schema, sink) == [(1000, 0), (2000, 0), (2000, 1)]
+    # Partition 0 of batch 1 was written, partition 1 not at all; the failed batch stopped
+    # the context (output_failure_policy="stop"), so batch 2 never ran.
+    assert await rows(pg_schema, "readings") == [("a", 1), ("b", 2)]
+    assert await markers(pg_schema, sink) == [(1000, 0)]
 
 
 async def test_a_fault_mid_partition_is_rolled_back_and_the_retry_writes_it_once(
