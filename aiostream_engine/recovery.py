@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -259,6 +260,8 @@ class CheckpointStatistics:
 
     writes: int = 0
     write_failures: int = 0
+    #: Seconds spent in successful writes (files written, fsynced, renamed).
+    write_seconds: float = 0.0
 
 
 class CheckpointManager:
@@ -374,7 +377,9 @@ class CheckpointManager:
         for attempt in range(1, self._retries + 2):
             try:
                 async with self._lock:
+                    started = time.perf_counter()
                     await anyio.to_thread.run_sync(self._store.write, kind, file_time, payload, copies)
+                    self.statistics.write_seconds += time.perf_counter() - started
                 self.statistics.writes += 1
                 return
             except OSError as exc:

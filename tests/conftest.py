@@ -15,10 +15,11 @@ from tests.kafka_brokers import (
 )
 from tests.masters import resolve_master
 from tests.postgres import pg_schema
+from tests.private_postgres import private_pg_schema, private_postgres
 
 __all__ = [
     "kafka_broker", "kafka_mock_cluster", "mosquitto", "pg_schema", "private_kafka_broker",
-    "real_kafka",
+    "private_pg_schema", "private_postgres", "real_kafka",
 ]
 
 

@@ -189,7 +189,8 @@ async def test_a_broken_decoder_fails_the_job_naming_the_stage() -> None:
         collect_batches(stream)
         await ssc.start()
         await feed(receiver, [b"1"])
-        await advance_batches(ssc, 1)
+        with pytest.raises(JobFailedError):  # the failed batch stops the context (issue 11)
+            await advance_batches(ssc, 1)
         with pytest.raises(JobFailedError):  # stop() raises the failure no one has raised
             await ssc.stop()
     cause = ssc.errors[0].cause.cause  # type: ignore[attr-defined]

@@ -194,6 +194,8 @@ class WriteAheadLog:
         #: Replaceable for tests; called with a file descriptor in a worker thread.
         self.fsync: Callable[[int], None] = os.fsync
         self.appends = 0
+        #: Bytes appended since this log was opened (records, framing included).
+        self.bytes_written = 0
         self.fsyncs = 0
         self.deleted_segments = 0
 
@@ -240,6 +242,7 @@ class WriteAheadLog:
             active.file.write(part)
         active.file.flush()
         active.size += length
+        self.bytes_written += length
         if sync:
             self._fsync_blocking(active)
         else:

@@ -139,10 +139,11 @@ class StreamingStatus(StreamingListener):
 
     def on_output_operation_failed(self, event: Any) -> None:
         """An output operation's attempt raised (``OutputOperationFailed``); without a retry
-        to come its batch has failed, whether or not it ever completes."""
+        to come its batch has failed, whether or not it ever completes. Either way pages
+        are told (a batch waiting for its retry shows the failed attempt)."""
         if getattr(event, "retry_in", None) is None:
             self._mark_failed(round(event.output_operation_info.batch_time * 1000))
-            self._notify()
+        self._notify()
 
     def _mark_failed(self, key: int) -> None:
         if key in self._failed:

@@ -8,7 +8,10 @@ Batch interval 1 s, the clock starts at 0, so the batches are at 1.0, 2.0, 3.0:
   batch 3.0 QUEUED behind it, while the test looks); released at clock 3.5, so its
   processing time is 1.5 s;
 * 3.0: records [6]; starts at 3.5 (scheduling delay 0.5 s) and its first output raises
-  ``ERROR`` (a failed batch).
+  ``ERROR``. A batch whose output failed never completes (issue 11); the scenario runs with
+  ``output_failure_policy="retry"`` and a retry an hour away, so the context stays up with
+  batch 3.0 failed and waiting for its retry (the default policy would stop the context,
+  and the UI with it).
 
 A receiver whose name is HTML (``RECEIVER_NAME``) stores ``RECEIVED`` records before the
 first batch and reports ``RECEIVER_ERROR``, so escaping is tested on user text too.
@@ -66,7 +69,8 @@ class Scenario:
         self.recorder = Recorder()
         self.ssc = StreamingContext(
             1.0, master="local", clock=self.clock,
-            conf={"ui_enabled": True, "ui_port": 0, **(conf or {})},
+            conf={"ui_enabled": True, "ui_port": 0, "output_failure_policy": "retry",
+                  "output_retry_backoff": 3600.0, **(conf or {})},
         )
         self.with_receiver = with_receiver
 
@@ -112,9 +116,13 @@ class Scenario:
         await self.until(lambda: 3000 in self.status.waiting)
 
     async def all_done(self) -> None:
+        """Batch 2.0 completed, batch 3.0's first output failed (its retry is an hour away)."""
         self.clock.set_time(3.5)
         self.gate.set()
-        await self.status.wait_for_batch(3.0)
+        await self.status.wait_for_batch(2.0)
+        with anyio.fail_after(10):  # a failure with a retry to come notifies no page
+            while self.status.total_failed != 1:
+                await anyio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> Scenario:
         await self.ssc.__aenter__()

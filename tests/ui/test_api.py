@@ -95,32 +95,37 @@ async def test_batches_and_statistics_while_running_then_completed_and_failed() 
 
         await run.all_done()
         batches = await api(client, "batches")
-        assert batches == [expected_batch(infos[t], "COMPLETED") for t in (3.0, 2.0, 1.0)]
-        assert [(b["schedulingDelay"], b["processingTime"], b["totalDelay"]) for b in batches] == [
-            (500, 0, 500), (0, 1500, 1500), (0, 0, 0)
+        # Batch 3.0's first output failed: a failed batch never completes (issue 11); under
+        # the scenario's retry policy it stays PROCESSING, its second output waiting behind
+        # the retry of the first.
+        assert batches == [
+            expected_batch(infos[3.0], "PROCESSING"),
+            expected_batch(infos[2.0], "COMPLETED"),
+            expected_batch(infos[1.0], "COMPLETED"),
         ]
+        assert [(b["schedulingDelay"], b.get("processingTime"), b.get("totalDelay"))
+                for b in batches] == [(500, None, None), (0, 1500, 1500), (0, 0, 0)]
         assert batches[0]["numFailedOutputOps"] == 1
-        assert batches[0]["numCompletedOutputOps"] == 1
+        assert batches[0]["numActiveOutputOps"] == 1
+        assert batches[0]["numCompletedOutputOps"] == 0
         assert batches[0]["firstFailureReason"] == ERROR
         assert await api(client, "batches", status="QUEUED") == []
         assert await api(client, "statistics") == {
             "startTime": "1970-01-01T00:00:00.000GMT", "batchDuration": 1000,
             "numReceivers": 0, "numActiveReceivers": 0, "numInactiveReceivers": 0,
-            "numTotalCompletedBatches": 3, "numRetainedCompletedBatches": 3,
-            "numActiveBatches": 0, "numProcessedRecords": 6, "numReceivedRecords": 6,
-            "avgInputRate": 2.0, "avgSchedulingDelay": 500 // 3, "avgProcessingTime": 1500 // 3,
-            "avgTotalDelay": 2000 // 3,
+            "numTotalCompletedBatches": 2, "numRetainedCompletedBatches": 2,
+            "numActiveBatches": 1, "numProcessedRecords": 5, "numReceivedRecords": 6,
+            "avgInputRate": 2.0, "avgSchedulingDelay": 500 // 3, "avgProcessingTime": 1500 // 2,
+            "avgTotalDelay": 1500 // 2,
         }
-        assert await api(client, "batches/3000/operations") == [
-            {"outputOpId": 0, "name": infos[3.0].output_operation_infos[0].name,
-             "description": infos[3.0].output_operation_infos[0].name,
-             "startTime": "1970-01-01T00:00:03.500GMT", "endTime": "1970-01-01T00:00:03.500GMT",
-             "duration": 0, "failureReason": ERROR, "jobIds": []},
-            {"outputOpId": 1, "name": infos[3.0].output_operation_infos[1].name,
-             "description": infos[3.0].output_operation_infos[1].name,
-             "startTime": "1970-01-01T00:00:03.500GMT", "endTime": "1970-01-01T00:00:03.500GMT",
-             "duration": 0, "jobIds": []},
-        ]
+        operations = await api(client, "batches/3000/operations")
+        assert operations[0] == {
+            "outputOpId": 0, "name": infos[3.0].output_operation_infos[0].name,
+            "description": infos[3.0].output_operation_infos[0].name,
+            "startTime": "1970-01-01T00:00:03.500GMT", "endTime": "1970-01-01T00:00:03.500GMT",
+            "duration": 0, "failureReason": ERROR, "jobIds": [],
+        }
+        assert "startTime" not in operations[1] and "failureReason" not in operations[1]
         assert await api(client, "batches/2000/operations/0") == {
             "outputOpId": 0, "name": infos[2.0].output_operation_infos[0].name,
             "description": infos[2.0].output_operation_infos[0].name,
@@ -132,7 +137,7 @@ async def test_batches_and_statistics_while_running_then_completed_and_failed() 
             "streamId": 0, "streamName": "queue_stream", "avgEventRate": 2.0,
             "eventRates": [[1000, 3.0], [2000, 2.0], [3000, 1.0]],
         }]
-    assert run.ssc.errors  # the failed batch was reported as the job's error too
+    assert run.ssc.errors == []  # a failure with a retry to come is not the job's error
 
 
 async def test_receivers_report_state_errors_and_rates() -> None:

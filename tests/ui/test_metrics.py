@@ -53,7 +53,8 @@ async def test_metrics_equal_the_run() -> None:
         assert value(lag, "aiostream_event_loop_lag_seconds_count") == probe.samples
         assert value(lag, "aiostream_event_loop_lag_last_seconds") == probe.last
 
-    assert value(found, "aiostream_batches_completed_total") == len(history) == 3
+    # Batch 3.0 failed and waits for its retry (a failed batch never completes: issue 11).
+    assert value(found, "aiostream_batches_completed_total") == len(history) == 2
     assert value(found, "aiostream_batches_failed_total") == 1
     for stream_id, name in [(0, "queue_stream"), (1, run.status.input_names[1])]:
         assert value(found, "aiostream_records_received_total", stream_id=str(stream_id), stream=name) == sum(
@@ -64,11 +65,11 @@ async def test_metrics_equal_the_run() -> None:
         ("aiostream_batch_processing_time_seconds", "processing_delay"),
         ("aiostream_batch_total_delay_seconds", "total_delay"),
     ]:
-        assert value(found, f"{metric}_count") == 3
+        assert value(found, f"{metric}_count") == 2
         assert value(found, f"{metric}_sum") == pytest.approx(sum(getattr(b, field) for b in history))
         assert value(found, f"{metric}_bucket", le="1.0") == sum(getattr(b, field) <= 1.0 for b in history)
     last = history[-1]
-    assert value(found, "aiostream_last_batch_scheduling_delay_seconds") == last.scheduling_delay == 0.5
+    assert value(found, "aiostream_last_batch_scheduling_delay_seconds") == last.scheduling_delay == 0
     assert value(found, "aiostream_last_batch_processing_time_seconds") == last.processing_delay
     assert value(found, "aiostream_last_batch_total_delay_seconds") == last.total_delay
     assert value(found, "aiostream_last_batch_records") == last.num_records
@@ -79,7 +80,7 @@ async def test_metrics_equal_the_run() -> None:
     assert value(found, "aiostream_receiver_active", **labels) == 1
     assert value(found, "aiostream_tasks_succeeded_total") == counts.succeeded > 0
     assert value(found, "aiostream_task_retries_total") == 0
-    assert value(found, "aiostream_batches_active") == 0
+    assert value(found, "aiostream_batches_active") == 1
 
 
 def fail_first_attempt(marker: str) -> Any:
