@@ -27,6 +27,7 @@ from anyio.abc import SocketAttribute, SocketStream
 
 from aiostream_engine import (
     ConfigurationError,
+    JobFailedError,
     ManualClock,
     State,
     StateSpec,
@@ -174,7 +175,8 @@ async def test_a_scheduler_lost_mid_stream_fails_the_job_loudly(tmp_path: Path) 
             await advance_batches(ssc, 1)
             cluster.kill_scheduler()
             with anyio.fail_after(60):  # never hangs
-                await advance_batches(ssc, 1)
+                with pytest.raises(JobFailedError, match="lost the Dask scheduler"):
+                    await advance_batches(ssc, 1)  # the failed batch stops the context
                 with pytest.raises(Exception) as caught:
                     await ssc.await_termination()
             await ssc.stop()
