@@ -201,8 +201,7 @@ async def test_another_programs_checkpoint_directory_is_a_mismatch_error(tmp_pat
     with pytest.raises(CheckpointMismatchError) as mismatch:
         StreamingContext.get_or_create(str(tmp_path), other_program)
     assert str(mismatch.value) == (
-        "input stream 0 of the checkpoint was 'ReceiverInputDStream ReliableReceiver "
-        "ReliableReceiver' and is 'QueueInputDStream queue_stream': this checkpoint directory "
-        "belongs to another program (or an incompatible version of this one); use another "
-        "directory"
+        "input stream 0 of the checkpoint was 'ReceiverInputDStream of ReliableReceiver' and "
+        "is 'QueueInputDStream': this checkpoint directory belongs to another program (or an "
+        "incompatible version of this one); use another directory"
     )

@@ -110,10 +110,12 @@ class InputDStream(DStream):
     replayable = False
 
     def identity(self) -> str:
-        """What this input is, as recorded in the checkpoint: a checkpoint whose input
-        stream with this id was something else belongs to another program and is refused
-        (``CheckpointMismatchError``) before its descriptors reach ``restore``."""
-        return f"{type(self).__name__} {self.name}"
+        """What kind of input this is, as recorded in the checkpoint: a checkpoint whose
+        input stream with this id was another kind (its descriptors mean something else)
+        belongs to another program and is refused (``CheckpointMismatchError``) before its
+        descriptors reach ``restore``. Addresses and topics are left out: a redeploy may
+        move a broker."""
+        return type(self).__name__
 
     def take_batch_descriptor(self, time_ms: int) -> Any:
         """What batch t read, as plain picklable data (None: nothing to record)."""
@@ -277,4 +279,4 @@ class ReceiverInputDStream(BlockInputDStream):
         return each * controller.num_receivers if each > 0 else None
 
     def identity(self) -> str:
-        return f"{type(self).__name__} {type(self.receiver).__name__} {self.name}"
+        return f"{type(self).__name__} of {type(self.receiver).__name__}"
