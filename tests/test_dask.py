@@ -361,7 +361,11 @@ async def test_a_module_missing_on_the_workers_is_named_and_add_py_file_ships_it
                 ssc.add_py_file(str(module))
             out = collect_batches(ssc.queue_stream([["a", "b"]]).map(shout))
             await ssc.start()
-            await advance_batches(ssc, 1)
+            if ship:
+                await advance_batches(ssc, 1)
+            else:
+                with pytest.raises(JobFailedError):  # the failed batch stops the context
+                    await advance_batches(ssc, 1)
             with contextlib.suppress(Exception):  # stop() raises the job's failure
                 await ssc.stop()
         return out, ssc.errors
