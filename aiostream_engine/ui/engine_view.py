@@ -1,10 +1,10 @@
 """Read-only counters of a running context, gathered in one place for /metrics and the page.
 
 Each engine part keeps plain counters on itself (the task runner's attempts, a receiver
-supervisor's restarts, a write-ahead log's appends, a stream's rate bound); this module is
-the one place the UI reaches into the context for them, so the rest of the UI depends on
-these few methods, not on the engine's internals. Parts other lanes add are read
-duck-typed (``getattr``), so they appear once they exist.
+supervisor's restarts, a write-ahead log's appends and bytes, the checkpoint writer's
+statistics, a stream's rate bound); this module is the one place the UI reaches into the
+context for them, so the rest of the UI depends on these few methods, not on the engine's
+internals.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ class ReceiverCounters:
 
 @dataclass(frozen=True)
 class WalCounters:
-    """One receiver's write-ahead log (``bytes_written`` None until the log counts it)."""
+    """One receiver's write-ahead log: blocks appended, fsyncs, bytes written (records and
+    their framing)."""
 
     stream_id: int
     appends: int
     fsyncs: int
-    bytes_written: int | None
+    bytes_written: int
 
 
 class EngineView:
@@ -82,26 +83,19 @@ class EngineView:
         for stream_id, generator in sorted(self._ssc._receiver_tracker.generators.items()):
             wal = generator.wal
             if wal is not None:
-                written = getattr(wal, "bytes_written", None)
-                found.append(WalCounters(stream_id, wal.appends, wal.fsyncs, written))
+                found.append(WalCounters(stream_id, wal.appends, wal.fsyncs, wal.bytes_written))
         return found
 
-    def _checkpoint_counter(self, name: str) -> float | None:
-        manager = self._ssc._checkpoints
-        if manager is None:
-            return None
-        holder = getattr(manager, "statistics", manager)  # durability keeps them apart
-        value = getattr(holder, name, None)
-        return value if isinstance(value, int | float) else None
-
     def checkpoint_writes(self) -> int | None:
-        """Checkpoint files written (metadata and state); None without checkpointing."""
-        writes = self._checkpoint_counter("writes")
-        return None if writes is None else int(writes)
+        """Checkpoint writes that succeeded (metadata and state); None without checkpointing."""
+        statistics = self._ssc.checkpoint_statistics
+        return None if statistics is None else statistics.writes
 
     def checkpoint_write_seconds(self) -> float | None:
-        """Seconds spent writing checkpoint files, when the checkpoint writer counts them."""
-        return self._checkpoint_counter("write_seconds")
+        """Seconds those writes took (files written, fsynced, renamed); None without
+        checkpointing."""
+        statistics = self._ssc.checkpoint_statistics
+        return None if statistics is None else statistics.write_seconds
 
     def state_sizes(self) -> dict[str, int]:
         """Keys held by each stateful stream after its newest computed batch."""

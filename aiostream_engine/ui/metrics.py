@@ -203,8 +203,7 @@ class EngineCollector(Collector):
         for wal in view.wal():
             wal_appends.add_metric([str(wal.stream_id)], wal.appends)
             wal_fsyncs.add_metric([str(wal.stream_id)], wal.fsyncs)
-            if wal.bytes_written is not None:
-                wal_bytes.add_metric([str(wal.stream_id)], wal.bytes_written)
+            wal_bytes.add_metric([str(wal.stream_id)], wal.bytes_written)
         yield from (wal_appends, wal_fsyncs, wal_bytes)
 
         writes = view.checkpoint_writes()

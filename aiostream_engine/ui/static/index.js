@@ -165,7 +165,7 @@ function renderEngine() {
     ["Pages following live", fmtNumber(s.clients)],
   ];
   for (const w of e.wal) {
-    rows.push([`Write-ahead log, stream ${w.stream_id}`, `${fmtNumber(w.appends)} blocks, ${w.bytes_written === null ? "-" : fmtNumber(w.bytes_written) + " bytes"}, ${fmtNumber(w.fsyncs)} fsyncs`]);
+    rows.push([`Write-ahead log, stream ${w.stream_id}`, `${fmtNumber(w.appends)} blocks, ${fmtNumber(w.bytes_written)} bytes, ${fmtNumber(w.fsyncs)} fsyncs`]);
   }
   replace("engine", rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
   const states = Object.entries(e.stateSizes);
