@@ -56,6 +56,7 @@ from aiostream_engine.executor.serialization import ensure_serializable
 from aiostream_engine.rdd.core import RDD, PipelinedRDD
 from aiostream_engine.rdd.tasks import TaskPlan
 from aiostream_engine.sources.kafka_fetch import (
+    FetchedDecoding,
     KafkaFetchError,
     KafkaOffsetsGoneError,
     KafkaRangeInput,
@@ -169,7 +170,7 @@ class DirectKafkaInputDStream(InputDStream):
         self.decoding = decoding
         self._from_offsets = {_partition_key(p): int(o) for p, o in (from_offsets or {}).items()}
         self._offsets = KafkaOffsets(settings)
-        self._worker_decoding = WorkerDecoding(self, decoding)
+        self._worker_decoding = WorkerDecoding(self, FetchedDecoding(decoding))
         self._current: dict[TopicAndPartition, int] | None = None
         self._ranges: dict[int, list[OffsetRange]] = {}
         self._descriptors: dict[int, list[tuple[str, int, int, int]]] = {}

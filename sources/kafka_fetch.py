@@ -7,16 +7,22 @@ broker itself, so the records never pass through the driver; the driver only sen
 (topic, partition, from, until) and the client settings.
 
 Connections are reused across tasks: each worker thread keeps one event loop and one
-aiokafka consumer per distinct client settings (``_ThreadKafka``), as Spark's executors
-cache their Kafka consumers. A task assigns the consumer to its partition, seeks to the
-range's start and fetches until the consumer's position reaches the range's end (the
-position, not a record count: compaction and transaction markers leave gaps in offsets).
-The consumer belongs to no group and resets to nothing (``auto_offset_reset="none"``): an
-offset the broker no longer has is an error naming the range, never a silent jump.
+aiokafka client (``AIOKafkaClient``: metadata and connections) per distinct client settings
+(``_ThreadKafka``), as Spark's executors cache their Kafka consumers. A task sends Fetch
+requests for its partition to the partition's leader, from the range's start, until the
+position reaches the range's end (the position, not a record count: compaction and
+transaction markers leave gaps in offsets), and reads each response's record batches with
+aiokafka's own batch readers (``kafka_records``): no consumer, so no fetcher running ahead
+of the range in the background and no ``ConsumerRecord`` per record (the consumer's
+``getmany`` spent about three quarters of a task's fetch building them). One request asks
+for up to ``FETCH_BYTES`` (or the ``max.partition.fetch.bytes`` given): a range of a few
+megabytes is one round trip. An offset the broker no longer has is an error naming the
+range, never a silent jump.
 
-A broker that goes away mid-range is waited for: the consumer reconnects on its own and
-the task goes on as long as it makes progress within ``fetch_timeout`` seconds; past that it
-fails, and the task runner retries it (``task_max_failures``) on the same range.
+A broker that goes away mid-range is waited for: connection errors and retriable broker
+errors (no leader, leader moved, timeouts) refresh the metadata and retry with backoff, and
+the task goes on as long as it makes progress within ``fetch_timeout`` seconds; past that
+it fails, and the task runner retries it (``task_max_failures``) on the same range.
 """
 
 from __future__ import annotations
@@ -31,17 +37,32 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka import TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import (
+    KafkaError,
+    LeaderNotAvailableError,
+    NoError,
+    OffsetOutOfRangeError,
+    for_code,
+)
+from aiokafka.protocol.fetch import FetchRequest
 
 from aiostream_engine.errors import StreamingError
 from aiostream_engine.sources.kafka_params import ClientSettings
+from aiostream_engine.sources.kafka_records import FetchedRecords, RangeRecords
 from aiostream_engine.sources.kafka_types import Decoder, KafkaDeadLetter, KafkaMessage, OffsetRange
 
-#: Records asked for per fetch call: bounds what one call holds besides the task's list.
-FETCH_RECORDS = 10_000
-#: How long one fetch call waits for records before the task checks its deadline.
-POLL_MS = 500
+#: Bytes one Fetch request asks for (per partition and in all), unless the Kafka params set
+#: ``max.partition.fetch.bytes`` / ``fetch.max.bytes``: about 130,000 readings of 125 bytes.
+FETCH_BYTES = 16 << 20
+#: How long the broker may hold a Fetch with nothing to send (the range's records exist,
+#: so it answers at once unless the log lost them or a transaction holds them back).
+FETCH_WAIT_MS = 500
+#: First pause before a failed Fetch is sent again; doubles up to ``MAX_BACKOFF``.
+RETRY_BACKOFF = 0.1
+MAX_BACKOFF = 1.0
+READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 
 
 class KafkaFetchError(StreamingError):
@@ -55,9 +76,11 @@ class KafkaOffsetsGoneError(KafkaFetchError):
 @dataclass(frozen=True)
 class RecordDecoding:
     """How a fetched record becomes a stream record: ``(key, value)`` decoded, or
-    ``message_handler(KafkaMessage)``. A worker-side ``Decoder`` (``decoding.stage``): a
-    record whose key or value does not decode (or that the handler refuses) becomes a
-    ``KafkaDeadLetter`` naming its topic, partition and offset."""
+    ``message_handler(KafkaMessage)``. A worker-side ``Decoder`` (``decoding.stage``) of
+    records carrying their own topic and partition (the receiver stream's blocks); the
+    direct stream's fetched chunks go through ``FetchedDecoding``. A record whose key or
+    value does not decode (or that the handler refuses) becomes a ``KafkaDeadLetter``
+    naming its topic, partition and offset."""
 
     key_decoder: Decoder
     value_decoder: Decoder
@@ -65,23 +88,56 @@ class RecordDecoding:
     chunk: int = 4096
 
     def decode(self, raw: Iterator[Any], dead: list[Any]) -> Iterator[list[Any]]:
-        key_of, value_of, handler = self.key_decoder, self.value_decoder, self.message_handler
         while items := list(islice(raw, self.chunk)):
-            records: list[Any] = []
-            keep = records.append
-            for r in items:
-                try:
-                    if handler is None:
-                        keep((key_of(r.key), value_of(r.value)))
-                    else:
-                        headers = tuple(r.headers) if r.headers else ()
-                        keep(handler(KafkaMessage(r.topic, r.partition, r.offset, r.timestamp,
-                                                  key_of(r.key), value_of(r.value), headers)))
-                except Exception as exc:  # a bad record is a dead letter, never a failed task
-                    dead.append(KafkaDeadLetter(
-                        r.topic, r.partition, r.offset, r.key, r.value, f"{type(exc).__name__}: {exc}"
-                    ))
-            yield records
+            yield self.records(items, dead)
+
+    def records(
+        self, items: list[Any], dead: list[Any], topic: str | None = None, partition: int = -1,
+    ) -> list[Any]:
+        """``items`` decoded, in order; a refused one goes to ``dead``. ``topic`` and
+        ``partition``: those of every item, else each item's own. The decoders are pure
+        (``decoding``): a chunk with a refused record is decoded again record by record."""
+        key_of, value_of, handler = self.key_decoder, self.value_decoder, self.message_handler
+        if handler is None:
+            try:
+                return [(key_of(r.key), value_of(r.value)) for r in items]
+            except Exception:  # noqa: S110 - some record is refused: found below, one by one
+                pass
+        records: list[Any] = []
+        keep = records.append
+        for r in items:
+            try:
+                if handler is None:
+                    keep((key_of(r.key), value_of(r.value)))
+                else:
+                    headers = tuple(r.headers) if r.headers else ()
+                    keep(handler(KafkaMessage(
+                        r.topic if topic is None else topic, r.partition if topic is None else partition,
+                        r.offset, r.timestamp, key_of(r.key), value_of(r.value), headers,
+                    )))
+            except Exception as exc:  # a bad record is a dead letter, never a failed task
+                dead.append(KafkaDeadLetter(
+                    r.topic if topic is None else topic, r.partition if topic is None else partition,
+                    r.offset, r.key, r.value, f"{type(exc).__name__}: {exc}",
+                ))
+        return records
+
+
+@dataclass(frozen=True)
+class FetchedDecoding:
+    """The direct stream's worker-side ``Decoder``: its raw items are ``FetchedRecords``
+    chunks (one per fetched range), decoded ``decoding.chunk`` records at a time."""
+
+    decoding: RecordDecoding
+
+    def decode(self, raw: Iterator[Any], dead: list[Any]) -> Iterator[list[Any]]:
+        size = self.decoding.chunk
+        for fetched in raw:
+            records = fetched.records
+            for start in range(0, len(records), size):
+                yield self.decoding.records(
+                    records[start:start + size], dead, fetched.topic, fetched.partition
+                )
 
 
 @dataclass(frozen=True)
@@ -96,44 +152,46 @@ class KafkaRangeInput:
     def open(self) -> Iterator[Any]:
         return iter(self.fetch())
 
-    def fetch(self) -> list[Any]:
-        """The range's raw records (aiokafka ``ConsumerRecord``s)."""
+    def fetch(self) -> list[FetchedRecords]:
+        """The range's records, as one ``FetchedRecords`` (none for an empty range)."""
         if self.offset_range.count <= 0:
             return []
-        return _thread_kafka().fetch(self.settings, self.offset_range, self.fetch_timeout)
+        return [_thread_kafka().fetch(self.settings, self.offset_range, self.fetch_timeout)]
 
 
 class _ThreadKafka:
-    """One worker thread's event loop and consumers (one per distinct client settings)."""
+    """One worker thread's event loop and clients (one per distinct client settings)."""
 
     def __init__(self) -> None:
         self.thread = weakref.ref(threading.current_thread())
         self.loop = asyncio.new_event_loop()
-        self.consumers: dict[ClientSettings, AIOKafkaConsumer] = {}
+        self.clients: dict[ClientSettings, AIOKafkaClient] = {}
         self.lock = threading.Lock()  # held while a task or close_all uses this
         self.closed = False
 
-    def _consumer(self, settings: ClientSettings) -> AIOKafkaConsumer:
-        consumer = self.consumers.get(settings)
-        if consumer is None:
-            consumer = self._run(self._start(settings))
-            self.consumers[settings] = consumer
-        return consumer
-
-    async def _start(self, settings: ClientSettings) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(**settings.consumer_kwargs(
-            group_id=None, enable_auto_commit=False, auto_offset_reset="none",
-        ))
-        await consumer.start()
-        return consumer
+    async def _client(self, settings: ClientSettings) -> AIOKafkaClient:
+        client = self.clients.get(settings)
+        if client is None:
+            extra = dict(settings.consumer)
+            oauth = extra.get("sasl_oauth_token_provider")
+            client = AIOKafkaClient(**settings.client_kwargs(
+                **({"sasl_oauth_token_provider": oauth} if oauth is not None else {})
+            ))
+            try:
+                await client.bootstrap()
+            except BaseException:
+                await client.close()
+                raise
+            self.clients[settings] = client
+        return client
 
     def _run(self, coroutine: Any) -> Any:
         return self.loop.run_until_complete(coroutine)
 
-    def fetch(self, settings: ClientSettings, offsets: OffsetRange, timeout: float) -> list[Any]:
+    def fetch(self, settings: ClientSettings, offsets: OffsetRange, timeout: float) -> FetchedRecords:
         with self.lock:
             try:
-                return self._run(self._fetch(self._consumer(settings), offsets, timeout))
+                return self._run(self._fetch(settings, offsets, timeout))
             except OffsetOutOfRangeError as exc:
                 raise KafkaOffsetsGoneError(
                     f"offsets {offsets} are no longer on the broker (retention or "
@@ -142,50 +200,103 @@ class _ThreadKafka:
             except KafkaError as exc:
                 self._drop(settings)  # its state is unknown: the retry starts afresh
                 raise KafkaFetchError(f"reading {offsets}: {type(exc).__name__}: {exc}") from None
+            except KafkaFetchError:
+                self._drop(settings)
+                raise
 
-    async def _fetch(self, consumer: AIOKafkaConsumer, offsets: OffsetRange, timeout: float) -> list[Any]:
-        tp = TopicPartition(offsets.topic, offsets.partition)
-        consumer.assign([tp])
-        consumer.seek(tp, offsets.from_offset)
-        until = offsets.until_offset
-        records: list[Any] = []
-        position = offsets.from_offset
-        deadline = time.monotonic() + timeout
-        while position < until:
-            if time.monotonic() > deadline:
-                raise KafkaFetchError(
-                    f"reading {offsets}: no progress for {timeout:g} s at offset {position} "
-                    "(broker unreachable or the partition has no leader)"
-                )
-            batch = await consumer.getmany(tp, timeout_ms=POLL_MS, max_records=FETCH_RECORDS)
-            got = batch.get(tp, ())
-            if got:
-                if got[-1].offset < until:
-                    records.extend(got)
-                else:
-                    records.extend(r for r in got if r.offset < until)
-            new_position = await consumer.position(tp)
-            if new_position > position:
-                position = new_position
-                deadline = time.monotonic() + timeout
-        return records
+    async def _fetch(self, settings: ClientSettings, offsets: OffsetRange, timeout: float) -> FetchedRecords:
+        return await _RangeFetch(settings, offsets, timeout).run(await self._client(settings))
 
     def _drop(self, settings: ClientSettings) -> None:
-        consumer = self.consumers.pop(settings, None)
-        if consumer is not None:
+        client = self.clients.pop(settings, None)
+        if client is not None:
             try:
-                self._run(consumer.stop())
+                self._run(client.close())
             except BaseException:  # noqa: S110 - closing a broken client (or at exit, a
                 pass  # broker already gone: aiokafka cancels its own tasks): nothing to report
 
     def close(self) -> None:
         with self.lock:
-            for settings in list(self.consumers):
+            for settings in list(self.clients):
                 self._drop(settings)
             self.loop.close()
             self.closed = True
 
 
+class _RangeFetch:
+    """One task's reading of one range: Fetch requests to the partition's leader from the
+    position, until the range is read (see the module docstring)."""
+
+    def __init__(self, settings: ClientSettings, offsets: OffsetRange, timeout: float) -> None:
+        consumer = dict(settings.consumer)
+        self.offsets = offsets
+        self.timeout = timeout
+        self.tp = TopicPartition(offsets.topic, offsets.partition)
+        read_committed = settings.isolation_level == "read_committed"
+        self.isolation = READ_COMMITTED if read_committed else READ_UNCOMMITTED
+        self.partition_bytes = int(consumer.get("max_partition_fetch_bytes", FETCH_BYTES))
+        self.request_bytes = int(consumer.get("fetch_max_bytes", max(FETCH_BYTES, self.partition_bytes)))
+        self.wait_ms = int(consumer.get("fetch_max_wait_ms", FETCH_WAIT_MS))
+        self.range = RangeRecords(
+            offsets, read_committed=read_committed, check_crcs=bool(consumer.get("check_crcs", True))
+        )
+
+    async def run(self, client: AIOKafkaClient) -> FetchedRecords:
+        deadline = time.monotonic() + self.timeout
+        backoff = RETRY_BACKOFF
+        await client.add_topic(self.tp.topic)  # its leaders in the metadata (once per client)
+        while not self.range.done:
+            position = self.range.position
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(left):
+                    await self._fetch_once(client)
+            except TimeoutError:
+                raise KafkaFetchError(
+                    f"reading {self.offsets}: no progress for {self.timeout:g} s at offset "
+                    f"{position} (broker unreachable or the partition has no leader)"
+                ) from None
+            except KafkaError as exc:
+                if isinstance(exc, OffsetOutOfRangeError) or not exc.retriable:
+                    raise
+                if exc.invalid_metadata:
+                    client.force_metadata_update()  # runs while we back off
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if self.range.position > position:
+                deadline = time.monotonic() + self.timeout
+                backoff = RETRY_BACKOFF
+        return self.range.fetched()
+
+    async def _fetch_once(self, client: AIOKafkaClient) -> None:
+        """One Fetch from the position; the records of the range it brings are kept."""
+        tp, position = self.tp, self.range.position
+        leader = client.cluster.leader_for_partition(tp)
+        if leader is None or leader < 0:
+            raise LeaderNotAvailableError(f"no leader known for {tp.topic}-{tp.partition}")
+        request = FetchRequest(
+            self.wait_ms, 1, self.request_bytes, self.isolation,
+            [(tp.topic, [(tp.partition, position, self.partition_bytes)])],
+        )
+        response = await client.send(leader, request)
+        version = response.API_VERSION
+        for topic, partitions in response.topics:
+            for partition, error_code, _highwater, *data in partitions:
+                if topic != tp.topic or partition != tp.partition:
+                    continue
+                error = for_code(error_code)
+                if error is OffsetOutOfRangeError:
+                    raise OffsetOutOfRangeError({tp: position})
+                if error is not NoError:
+                    raise error()
+                # data: the record set last; before it, from v4 on, the aborted
+                # transactions (v11 adds the preferred read replica after them)
+                aborted = data[2] if version >= 11 else data[-2] if version >= 4 else None
+                if data[-1]:
+                    self.range.add(data[-1], aborted)
 _local = threading.local()
 _all: list[_ThreadKafka] = []
 _all_lock = threading.Lock()
