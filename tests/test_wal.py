@@ -13,8 +13,13 @@ import pytest
 
 from aiostream_engine import ConfigurationError, ManualClock, StreamingContext
 from aiostream_engine.errors import CheckpointFormatError
-from aiostream_engine.receiver.block_payload import decode_block, encode_block
+from aiostream_engine.raw import RawLines
+from aiostream_engine.receiver.block_payload import RAW_BUFFER, decode_block, encode_block
 from aiostream_engine.receiver.wal import MAGIC, WalEntry, WalRef, WriteAheadLog, read_segment
+from aiostream_engine.sources.mqtt_block import PublishBlockBuilder
+from aiostream_engine.sources.mqtt_protocol import encode_publish
+from aiostream_engine.sources.mqtt_reader import PublishFramer
+from aiostream_engine.sources.mqtt_redelivery import RedeliveryFilter
 from aiostream_engine.storage.keys import CheckpointKey
 from aiostream_engine.testing import advance_batches
 from tests.wal_receiver import ReliableReceiver, feed, wal_conf
@@ -53,6 +58,32 @@ async def test_blocks_are_written_and_read_back(tmp_path: Path) -> None:
     # The payloads are private: directories 0700, segments 0600.
     assert stat.S_IMODE((tmp_path / "log").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "log" / refs[0][0]).stat().st_mode) == 0o600
+
+
+async def test_a_raw_block_is_written_as_its_buffer(tmp_path: Path) -> None:
+    """Raw blocks (lines, MQTT's PUBLISH packets) go to the log as a small pickled shell and
+    their buffer as it is: the same bytes object is written (never pickled, never joined),
+    and the block read back is equal to the one stored."""
+    lines = RawLines.of([b"a", "caf\u00e9".encode(), b"\xff not utf-8", b""])
+    builder = PublishBlockBuilder(True)
+    packets = b"".join(encode_publish("t/1", b'{"i": %d}' % i, qos=1, packet_id=i + 1) for i in range(50))
+    PublishFramer(True, RedeliveryFilter(1), lambda *_: None).frame(packets, 0, builder, 2.5)
+    publish = builder.build()
+    wal = wal_at(tmp_path)
+    refs = []
+    for block_id, block in enumerate([lines, publish]):
+        kind, parts = encode_block(block)
+        assert kind == RAW_BUFFER and parts[-1] is block.data
+        refs.append(await wal.append(3, block_id, parts, kind))
+    await wal.close()
+    segment = (tmp_path / refs[0][0]).read_bytes()
+    for block, (_, offset), end in zip([lines, publish], refs, [refs[1][1], len(segment)], strict=True):
+        record = segment[offset:end]
+        assert block.data in record
+        assert len(record) - len(block.data) < 400  # framing, MAC and the shell
+    contents = await wal_at(tmp_path).recover()
+    assert [e.kind for e in contents.entries] == [RAW_BUFFER, RAW_BUFFER]
+    assert [records(e) for e in contents.entries] == [lines, publish]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "half a header"])

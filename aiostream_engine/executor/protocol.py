@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..raw import is_raw
+from ..raw import has_buffer, with_buffer, without_buffer
 from ..rdd.tasks import RecordsInput, RecordSlices, TaskPlan, dumps_slice
 
 HEADER = struct.Struct(">Q")
@@ -52,15 +52,12 @@ class RawBuffers:
         blocks, rest = [], iter(parts)
         for block, size in zip(self.blocks, self.sizes, strict=True):
             pieces = [next(rest) for _ in range(-(-size // RAW_PART))]
-            blocks.append(dataclasses.replace(block, data=b"".join(pieces)))
+            blocks.append(with_buffer(block, b"".join(pieces)))
         return RecordsInput(blocks)
 
 
 def _raw_partition(records: list[Any]) -> bool:
-    return bool(records) and all(
-        is_raw(r) and dataclasses.is_dataclass(r) and isinstance(getattr(r, "data", None), bytes)
-        for r in records
-    )
+    return bool(records) and all(map(has_buffer, records))
 
 
 def request_parts(
@@ -72,7 +69,7 @@ def request_parts(
     buffers: list[memoryview] = []
     if isinstance(plan.input, RecordsInput) and _raw_partition(plan.input.records):
         blocks = plan.input.records
-        hollow = RawBuffers(tuple(dataclasses.replace(b, data=b"") for b in blocks),
+        hollow = RawBuffers(tuple(map(without_buffer, blocks)),
                             tuple(len(b.data) for b in blocks))
         plan = dataclasses.replace(plan, input=hollow)  # type: ignore[arg-type]
         buffers = [memoryview(b.data)[i:i + RAW_PART]

@@ -1,6 +1,9 @@
 """Raw blocks: received data kept undecoded in one buffer until a worker decodes it."""
 
-from .block import RawBlock, is_raw
+from .block import RawBlock, has_buffer, is_raw, with_buffer, without_buffer
 from .lines import LineCutter, LineDecoder, RawLines, UndecodableLine
 
-__all__ = ["LineCutter", "LineDecoder", "RawBlock", "RawLines", "UndecodableLine", "is_raw"]
+__all__ = [
+    "LineCutter", "LineDecoder", "RawBlock", "RawLines", "UndecodableLine", "has_buffer", "is_raw",
+    "with_buffer", "without_buffer",
+]

@@ -11,6 +11,7 @@ MQTT's ``PublishBlock`` (``sources.mqtt_block``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 
@@ -30,3 +31,21 @@ class RawBlock(Protocol):
 def is_raw(data: Any) -> bool:
     """Whether a block's data is a raw block (else records)."""
     return not isinstance(data, list) and hasattr(type(data), "nbytes")
+
+
+def has_buffer(data: Any) -> bool:
+    """Whether ``data`` is a raw block whose buffer is its ``data`` field (``bytes``), so
+    it can travel as a small shell plus that buffer, which is never copied into a pickle
+    (the write-ahead log, ``receiver.block_payload``; the workers' pipes,
+    ``executor.protocol``)."""
+    return is_raw(data) and dataclasses.is_dataclass(data) and isinstance(getattr(data, "data", None), bytes)
+
+
+def without_buffer(block: Any) -> Any:
+    """The block with an empty buffer: what is pickled of it (see ``has_buffer``)."""
+    return dataclasses.replace(block, data=b"")
+
+
+def with_buffer(shell: Any, data: bytes) -> Any:
+    """The block again from its shell (``without_buffer``) and its buffer."""
+    return dataclasses.replace(shell, data=data)

@@ -31,7 +31,7 @@ import mmap
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -207,9 +207,12 @@ class WriteAheadLog:
 
     # ---- writing ------------------------------------------------------------------------
 
-    async def append(self, stream_id: int, block_id: int, payload: bytes, kind: int) -> WalRef:
-        """Append one block's encoded records (``block_payload``); returns once it is
-        written (and fsynced, by the policy)."""
+    async def append(
+        self, stream_id: int, block_id: int, payload: Sequence[bytes | memoryview], kind: int
+    ) -> WalRef:
+        """Append one block's encoded records (``block_payload``: the payload's parts,
+        written one after the other); returns once it is written (and fsynced, by the
+        policy)."""
         async with self._lock:
             now = self._clock.now()
             sync = self._fsync_each_block or now - self._last_sync >= self._fsync_interval
@@ -225,10 +228,11 @@ class WriteAheadLog:
             return ref
 
     def _append_blocking(
-        self, stream_id: int, block_id: int, payload: bytes, kind: int, now: float, sync: bool
+        self, stream_id: int, block_id: int, payload: Sequence[bytes | memoryview], kind: int,
+        now: float, sync: bool,
     ) -> tuple[WalRef, str | None]:
-        parts = frame(self._key, LABEL, kind, stream_id, block_id, payload)
-        length = record_size(len(payload))
+        parts = frame(self._key, LABEL, kind, stream_id, block_id, *payload)
+        length = record_size(sum(len(part) for part in payload))
         rolled = None
         active = self._active
         if active is not None and (

@@ -73,14 +73,17 @@ class Damage:
 
 
 def frame(
-    key: CheckpointKey, label: bytes, kind: int, stream: int, sequence: int, payload: bytes
-) -> tuple[bytes, bytes, bytes]:
-    """The parts of one record, to be written one after the other."""
-    if len(payload) >= MAX_PAYLOAD:
-        raise ValueError(f"a record payload is limited to {MAX_PAYLOAD} bytes, got {len(payload)}")
-    fields = _FIELDS.pack(SYNC, kind, stream, sequence, len(payload))
+    key: CheckpointKey, label: bytes, kind: int, stream: int, sequence: int,
+    *payload: bytes | memoryview,
+) -> tuple[bytes | memoryview, ...]:
+    """The parts of one record, to be written one after the other; the payload may come
+    in parts (written as they are, never joined)."""
+    length = sum(len(part) for part in payload)
+    if length >= MAX_PAYLOAD:
+        raise ValueError(f"a record payload is limited to {MAX_PAYLOAD} bytes, got {length}")
+    fields = _FIELDS.pack(SYNC, kind, stream, sequence, length)
     header = fields + _CRC.pack(zlib.crc32(fields))
-    return header, payload, key.mac(label, header, payload)
+    return header, *payload, key.mac(label, header, *payload)
 
 
 def record_size(payload_length: int) -> int:
