@@ -5,9 +5,9 @@ protocol takes ZooKeeper's place).
 
 Each receiver is a member of the consumer group, reading on the event loop with aiokafka;
 the group spreads the topics' partitions over the receivers (``num_receivers``, unioned
-into one stream). Records are stored undecoded (topic, partition, offset, timestamp, key
-and value bytes, headers) as one block per block interval; the batch's tasks decode them on
-the workers (``key_decoder``, ``value_decoder``, ``message_handler``).
+into one stream). Records are stored undecoded as one raw block per block interval
+(``kafka_block``: offsets, timestamps, key and value bytes in one buffer); the batch's tasks
+decode them on the workers (``key_decoder``, ``value_decoder``, ``message_handler``).
 
 Delivery: a record's offset is committed to the group only after its block is stored,
 i.e. written to the receiver write-ahead log when that is on (``receiver_wal_enable``). A
@@ -34,6 +34,7 @@ from aiostream_engine.dstream.transformed import UnionDStream
 from aiostream_engine.errors import ConfigurationError
 from aiostream_engine.executor.serialization import ensure_serializable
 from aiostream_engine.receiver.base import Receiver
+from aiostream_engine.sources.kafka_block import KafkaBlock, KafkaBlockBuilder, KafkaBlockDecoder
 from aiostream_engine.sources.kafka_fetch import RecordDecoding
 from aiostream_engine.sources.kafka_params import ClientSettings, parse_kafka_params
 from aiostream_engine.sources.kafka_types import Decoder, KafkaMessage, utf8_decoder
@@ -87,17 +88,23 @@ class KafkaReceiver(Receiver):
         self.consumer: AIOKafkaConsumer | None = None
         #: (topic, partition) -> highest offset stored (this run or, after a crash, the log's).
         self.stored_through: dict[tuple[str, int], int] = {}
-        self._pending: list[KafkaMessage] = []
+        self._pending = KafkaBlockBuilder()
         self._flush_lock = anyio.Lock()
         self.records_received = 0
         self.records_stored = 0
         self.commits_failed = 0
 
-    def on_recovered(self, records: list[Any]) -> None:
-        for r in records:
-            if isinstance(r, KafkaMessage):
-                key = (r.topic, r.partition)
-                self.stored_through[key] = max(self.stored_through.get(key, -1), r.offset)
+    def on_recovered(self, blocks: list[Any]) -> None:
+        for block in blocks:
+            if isinstance(block, KafkaBlock):
+                self._stored(block.last_offsets())
+            else:  # a list of KafkaMessage, logged before blocks were raw
+                for r in block:
+                    self._stored({(r.topic, r.partition): r.offset})
+
+    def _stored(self, offsets: dict[tuple[str, int], int]) -> None:
+        for key, offset in offsets.items():
+            self.stored_through[key] = max(self.stored_through.get(key, -1), offset)
 
     async def on_start(self) -> None:
         reset = self.settings.auto_offset_reset or "latest"
@@ -115,7 +122,7 @@ class KafkaReceiver(Receiver):
                 await self._read(consumer)
         finally:
             self.consumer = None
-            self._pending.clear()  # not committed: the group sends them again
+            self._pending = KafkaBlockBuilder()  # not committed: the group sends them again
             with anyio.CancelScope(shield=True):
                 await consumer.stop()
 
@@ -123,14 +130,12 @@ class KafkaReceiver(Receiver):
         while True:
             batch = await consumer.getmany(timeout_ms=100, max_records=READ_RECORDS)
             for tp, records in batch.items():
-                after = self.stored_through.get((tp.topic, tp.partition), -1)
-                self._pending.extend(
-                    KafkaMessage(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
-                                 tuple(r.headers) if r.headers else ())
-                    for r in records if r.offset > after
-                )
                 self.records_received += len(records)
-            if len(self._pending) >= self.max_block_records:
+                after = self.stored_through.get((tp.topic, tp.partition), -1)
+                if records and records[0].offset <= after:
+                    records = [r for r in records if r.offset > after]
+                self._pending.add(tp.topic, tp.partition, records)
+            if self._pending.count >= self.max_block_records:
                 await self._flush()
 
     async def _flush_every_block_interval(self, deadline: float) -> None:
@@ -141,18 +146,15 @@ class KafkaReceiver(Receiver):
 
     async def _flush(self) -> None:
         async with self._flush_lock:
-            records, self._pending = self._pending, []
-            if not records:
+            pending, self._pending = self._pending, KafkaBlockBuilder()
+            if not pending.count:
                 return
-            await self.store_block(records)  # durable (in the log when it is on) on return
-            offsets: dict[TopicPartition, int] = {}
-            for r in records:
-                tp = TopicPartition(r.topic, r.partition)
-                offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
-                self.stored_through[(r.topic, r.partition)] = max(
-                    self.stored_through.get((r.topic, r.partition), -1), r.offset
-                )
-            self.records_stored += len(records)
+            block = pending.build()
+            await self.store_block(block)  # durable (in the log when it is on) on return
+            last = block.last_offsets()
+            self._stored(last)
+            offsets = {TopicPartition(*key): offset + 1 for key, offset in last.items()}
+            self.records_stored += block.count
             consumer = self.consumer
             if consumer is None:
                 return
@@ -214,7 +216,7 @@ def kafka_stream(
     parts = [
         KafkaInputDStream(
             ssc, KafkaReceiver(topic_list, settings, max_block_records),
-            f"{label}[{i}]" if num_receivers > 1 else label, decoding,
+            f"{label}[{i}]" if num_receivers > 1 else label, KafkaBlockDecoder(decoding),
         )
         for i in range(num_receivers)
     ]

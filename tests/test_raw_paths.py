@@ -1,7 +1,8 @@
 """The raw path gives what the record path gave, for every source: random payloads (malformed
 ones included), cut into chunks at random places, through the event loop's side (framing,
-cutting lines: no decoding) and the worker's side (the source's decoder), against a plain
-Python reference that decodes message by message as the receivers used to.
+cutting lines, packing Kafka records: no decoding), the write-ahead log's encoding of the
+block and back, and the worker's side (the source's decoder), against a plain Python
+reference that decodes message by message as the receivers used to.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiostream_engine.raw import LineCutter, LineDecoder, RawLines, UndecodableLine
+from aiostream_engine.receiver.block_payload import RAW_BUFFER, decode_block, encode_block
+from aiostream_engine.sources.kafka_block import KafkaBlock, KafkaBlockBuilder, KafkaBlockDecoder
+from aiostream_engine.sources.kafka_fetch import RecordDecoding
+from aiostream_engine.sources.kafka_types import KafkaMessage, utf8_decoder
 from aiostream_engine.sources.mqtt import resolve_decoder
 from aiostream_engine.sources.mqtt_block import DeadLetter, MqttRecord, PublishBlockBuilder, PublishDecoder
 from aiostream_engine.sources.mqtt_protocol import ProtocolError, decode_publish, encode_publish, packet_span
@@ -37,6 +42,13 @@ MESSAGES = st.lists(
               st.one_of(st.none(), st.sampled_from(["1700000000.5", "soon"]))),
     max_size=40,
 )
+
+
+def logged(block: Any) -> Any:
+    """``block`` as the write-ahead log writes it (its buffer as it is) and reads it back."""
+    kind, parts = encode_block(block)
+    assert kind == RAW_BUFFER and parts[-1] is block.data
+    return decode_block(kind, b"".join(parts))
 
 
 def cuts(data: bytes, points: list[int]) -> list[bytes]:
@@ -103,7 +115,7 @@ def mqtt_raw(
     blocks.append(builder.build())
     dead: list[Any] = []
     decoder_ = PublishDecoder(resolve_decoder(decoder))
-    records = [r for chunk in decoder_.decode(iter(blocks), dead) for r in chunk]
+    records = [r for chunk in decoder_.decode(map(logged, blocks), dead) for r in chunk]
     return records, dead
 
 
@@ -155,7 +167,7 @@ def test_raw_lines_decode_to_what_lines_did(lines: list[bytes], points: list[int
     data = b"".join(line + b"\n" for line in lines)
     cutter = LineCutter(max_bytes)
     stored = [cutter.feed(chunk) for chunk in cuts(data, points)]
-    block = RawLines(b"".join(d for d, _ in stored), sum(n for _, n in stored))
+    block = logged(RawLines(b"".join(d for d, _ in stored), sum(n for _, n in stored)))
     assert block.count == len(lines)
     dead: list[UndecodableLine] = []
     good = [line for chunk in LineDecoder(max_bytes=max_bytes).decode(iter([block]), dead) for line in chunk]
@@ -187,7 +199,7 @@ def test_files_read_raw_decode_to_what_their_lines_did(
     path = tmp_path_factory.mktemp("files") / "part.txt"
     path.write_bytes(data)
     dead: list[UndecodableLine] = []
-    good = [line for chunk in LineDecoder(strip_cr=False).decode(iter([read_raw_lines(path)]), dead)
+    good = [line for chunk in LineDecoder(strip_cr=False).decode(iter([logged(read_raw_lines(path))]), dead)
             for line in chunk]
     texts = re.split(rb"\r\n|\r|\n", data)
     if texts[-1] == b"":
@@ -195,3 +207,73 @@ def test_files_read_raw_decode_to_what_their_lines_did(
     expected_good, expected_dead = lines_reference(texts, 1 << 20)
     assert good == expected_good
     assert [d.line for d in dead] == expected_dead
+
+
+# ---- Kafka (the receiver stream) ----------------------------------------------------------
+
+KAFKA_BYTES = st.one_of(st.none(), PAYLOADS)
+#: Fetches as aiokafka's getmany gives them: the records of one partition each.
+FETCHES = st.lists(
+    st.tuples(
+        st.sampled_from([("readings", 0), ("readings", 1), ("caf\u00e9", 0)]),
+        st.lists(st.tuples(KAFKA_BYTES, KAFKA_BYTES, st.integers(-1, 2**41),
+                           st.sampled_from([(), (("h", b"v"),), (("a", b""), ("b", b"\xff"))])),
+                 max_size=8),
+    ),
+    max_size=6,
+)
+
+
+def _strict_json(data: bytes | None) -> Any:
+    return orjson.loads(data)  # None: TypeError, a dead letter
+
+
+def _handler(m: KafkaMessage) -> Any:
+    if m.headers and m.value is None:
+        raise ValueError("headers without a value")
+    return (m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, m.headers)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fetches=FETCHES,
+    decoding=st.sampled_from([
+        RecordDecoding(utf8_decoder, utf8_decoder),
+        RecordDecoding(utf8_decoder, _strict_json),
+        RecordDecoding(utf8_decoder, utf8_decoder, _handler),
+    ]),
+    block_size=st.integers(1, 4),
+)
+def test_kafka_receiver_blocks_decode_to_what_its_records_did(
+    fetches: list[Any], decoding: RecordDecoding, block_size: int
+) -> None:
+    """The receiver stream: fetched records packed into raw blocks (``block_size`` fetches
+    each) decode on the workers to what the records stored one by one (``KafkaMessage``s of
+    raw bytes, as before raw blocks) decoded to, dead letters included; a block knows the
+    last offset of each partition it holds (what the receiver commits)."""
+    offsets: dict[tuple[str, int], int] = {}
+    stored: list[KafkaMessage] = []
+    blocks: list[KafkaBlock] = []
+    builder = KafkaBlockBuilder()
+    for number, ((topic, partition), items) in enumerate(fetches, 1):
+        start = offsets.get((topic, partition), 0)
+        records = [KafkaMessage(topic, partition, start + i, stamp, key, value, headers)
+                   for i, (key, value, stamp, headers) in enumerate(items)]
+        offsets[(topic, partition)] = start + len(records)
+        stored.extend(records)
+        builder.add(topic, partition, records)
+        if number % block_size == 0 or number == len(fetches):
+            blocks.append(builder.build())
+            builder = KafkaBlockBuilder()
+    assert sum(len(b) for b in blocks) == len(stored)
+    last: dict[tuple[str, int], int] = {}
+    for block in blocks:
+        last.update(block.last_offsets())
+    assert last == {(r.topic, r.partition): r.offset for r in stored}
+
+    dead: list[Any] = []
+    raw = [r for chunk in KafkaBlockDecoder(decoding).decode(map(logged, blocks), dead) for r in chunk]
+    expected_dead: list[Any] = []
+    expected = [r for chunk in decoding.decode(iter(stored), expected_dead) for r in chunk]
+    assert raw == expected
+    assert dead == expected_dead

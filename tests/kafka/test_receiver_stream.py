@@ -10,7 +10,10 @@ import anyio.lowlevel
 import pytest
 
 from aiostream_engine import ManualClock, StreamingContext
+from aiostream_engine.sources.kafka_block import KafkaBlockBuilder
+from aiostream_engine.sources.kafka_params import parse_kafka_params
 from aiostream_engine.sources.kafka_receiver import KafkaReceiver
+from aiostream_engine.sources.kafka_types import KafkaMessage
 from aiostream_engine.testing import advance_batches, collect_batches
 from tests.kafka_brokers import NoidaKafka, committed_offsets, create_topic, produce, unique_topic
 
@@ -93,3 +96,22 @@ async def test_the_receiver_streams_undecodable_records_go_to_dead_letters(
         await advance_batches(ssc, 1)
     assert out[0][1] == [1, 2]
     assert [(d.topic, d.partition, d.offset, d.value) for d in dead[0][1]] == [(topic, 0, 1, b"x")]
+
+
+def test_after_a_crash_the_receiver_skips_what_its_log_holds() -> None:
+    """The blocks the write-ahead log gives back (raw blocks; lists of ``KafkaMessage``
+    from a log written before blocks were raw) set, per partition, the highest offset
+    stored: the receiver seeks past it when the group assigns it the partition."""
+    settings = parse_kafka_params({"bootstrap.servers": "127.0.0.1:9", "group.id": "g"},
+                                  for_what="kafka_stream")
+    receiver = KafkaReceiver(["t", "u"], settings)
+
+    def message(topic: str, partition: int, offset: int) -> KafkaMessage:
+        return KafkaMessage(topic, partition, offset, 0, None, b"%d" % offset)
+
+    builder = KafkaBlockBuilder()
+    builder.add("t", 0, [message("t", 0, o) for o in range(10, 15)])
+    builder.add("t", 1, [message("t", 1, 3)])
+    builder.add("t", 0, [message("t", 0, 15)])
+    receiver.on_recovered([[message("t", 1, 7), message("u", 0, 2)], builder.build()])
+    assert receiver.stored_through == {("t", 0): 15, ("t", 1): 7, ("u", 0): 2}
