@@ -45,6 +45,7 @@ from aiostream_engine.sinks import FileSink  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
 
 from .cost_cli import run_benchmark  # noqa: E402
+from .cpu_share import CpuShare  # noqa: E402
 from .loop_lag import LoopLagMonitor  # noqa: E402
 
 TOPICS = "bench/#"
@@ -120,6 +121,10 @@ class Publishers:
         for process in self.processes:
             assert process.stdout is not None and process.stdout.readline().strip() == "ready"
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
     def go(self) -> float:
         started = time.time()
         for process in self.processes:
@@ -154,15 +159,18 @@ def ceiling(total: int) -> dict[str, Any]:
         )
         time.sleep(1.0)  # subscribed (its SUBACK is not visible from here)
         publishers = Publishers(broker, total, 1, 0.0, PUBLISHERS)
+        cpu = CpuShare({"broker": [broker.pid or 0], "publishers": publishers.pids,
+                        "subscriber": [subscriber.pid]})
         started = publishers.go()
         subscriber.wait(timeout=600)
         ended = time.time()
+        cpu_used = cpu.seconds()
         published = publishers.results()
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return {"total": total, "seconds": ended - started, "messages_per_s": total / (ended - started),
-            "publishers": published}
+            "publishers": published, "cpu_seconds": cpu_used}
 
 
 def add(a: tuple[int, float], b: tuple[int, float]) -> tuple[int, float]:
@@ -196,6 +204,7 @@ async def engine_run(
             publishers = await anyio.to_thread.run_sync(
                 Publishers, broker, total, 1 if qos else 0, rate, PUBLISHERS
             )
+            cpu = CpuShare({"broker": [broker.pid or 0], "publishers": publishers.pids})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lag.run)
                 started = publishers.go()
@@ -204,6 +213,7 @@ async def engine_run(
                               for b in ssc.batch_history) < total:
                         await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
+            cpu_used = cpu.seconds()
             published = await anyio.to_thread.run_sync(publishers.results)
             history = ssc.batch_history
             receiver = stream.receiver  # type: ignore[union-attr]
@@ -232,6 +242,7 @@ async def engine_run(
         "processing_delay_p50_s": statistics.median(processing),
         "processing_delay_max_s": max(processing),
         "receiver_pauses": receiver.pauses,
+        "cpu_seconds": cpu_used,
         **lag_summary,
     }
 
