@@ -9,6 +9,14 @@ broker's window of unacknowledged messages (QoS >= 1) is in it, or every block i
 a second task stores blocks (and acknowledges them) while the next one fills. Messages are
 decoded on the workers, as the first stage of the stream's tasks.
 
+Block size. Blocks wait for their batch in a queue of ``block_queue_size`` blocks (10 by
+default), so a receiver takes at most that many blocks per batch interval: blocks cut at
+5,000 records held a 1 s batch to 50,000 messages (measured: 48,900 msg/s against
+mosquitto's 87,000 here, the driver and the workers mostly idle). ``max_block_records``
+defaults to 20,000, as the Kafka receiver's: blocks of a block interval of up to 100,000
+msg/s, cut sooner by ``max_block_bytes`` (4 MiB) or the broker's window; the receive loop's
+steps stay bounded whatever the block's size.
+
 Delivery. With QoS >= 1 a message is acknowledged to the broker (PUBACK; PUBREC for QoS 2)
 only after the block holding it is stored: ``store_block`` returned, so it is in the
 write-ahead log when that is on; the acknowledgements of a block go out in one write. A
@@ -135,7 +143,7 @@ class MqttReceiver(Receiver):
         decoder: str | Decoder = "json",
         shared_group: str | None = None,
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
-        max_block_records: int = 5000,
+        max_block_records: int = 20_000,
         max_block_bytes: int = 4 << 20,
         max_inflight: int = 1000,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
