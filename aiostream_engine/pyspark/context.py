@@ -228,7 +228,8 @@ class SparkContext:
 
     def setCheckpointDir(self, dirName: str) -> None:
         """Where RDD checkpoints go (created if missing). Streaming checkpoints go where
-        ``ssc.checkpoint(directory)`` says, as in Spark."""
+        ``ssc.checkpoint(directory)`` says; without it, stateful streams checkpoint into a
+        fresh subdirectory of this one, as in Spark."""
         os.makedirs(dirName, exist_ok=True)
         self._checkpoint_dir = dirName
 

@@ -249,3 +249,31 @@ def test_a_batch_time_passed_to_transform_and_slice_is_a_datetime(sc: SparkConte
     assert times[:3] == [t for t, _ in out[:3]] and isinstance(times[0], datetime)
     sliced = doubled.slice(out[0][0], out[1][0])
     assert [rdd.collect() for rdd in sliced] == [[2], [4]]
+
+
+def test_stateful_streams_checkpoint_into_the_spark_contexts_directory(
+    sc: SparkContext, tmp_path: Path
+) -> None:
+    """As in Spark (and PySpark's own test base class): ``sc.setCheckpointDir`` alone lets
+    stateful streams run; each StreamingContext gets a directory of its own under it."""
+    sc.setCheckpointDir(str(tmp_path))
+    runs: list[list[list[tuple[str, list[int]]]]] = []
+    for _ in range(2):
+        ssc = StreamingContext(sc, 0.1)
+        state = ssc.queueStream([[("k", i)] for i in range(3)]).updateStateByKey(
+            lambda values, state: (state or []) + values
+        )
+        out: list[list[tuple[str, list[int]]]] = []
+        state.foreachRDD(lambda rdd, out=out: out.append(rdd.collect()))
+        run_until(ssc, lambda out=out: len(out) >= 3)
+        runs.append(out[:3])
+    expected = [[("k", [0])], [("k", [0, 1])], [("k", [0, 1, 2])]]
+    assert runs == [expected, expected]  # the second context did not resume the first
+    assert len([d for d in tmp_path.iterdir() if d.name.startswith("streaming-")]) == 2
+
+
+def test_without_any_checkpoint_directory_a_stateful_stream_is_refused(sc: SparkContext) -> None:
+    ssc = StreamingContext(sc, 0.1)
+    ssc.queueStream([[("k", 1)]]).updateStateByKey(lambda v, s: s).pprint()
+    with pytest.raises(ContextStateError, match="checkpoint"):
+        ssc.start()

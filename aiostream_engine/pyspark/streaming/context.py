@@ -8,6 +8,7 @@ listeners called with PySpark's event objects. One may be active at a time.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -17,6 +18,7 @@ from ...context import StreamingContext as _EngineContext
 from ...errors import ContextStateError
 from ...executor.runner import TaskRunner
 from ...loop_thread import LoopThread
+from ...recovery import stateful_streams
 from ..context import SparkContext
 from .listener import ListenerBridge
 
@@ -114,9 +116,18 @@ class StreamingContext(_EngineContext):
                     "Only one StreamingContext may be started at a time; stop the active one "
                     "(StreamingContext.getActive()) first"
                 )
+            self._checkpoint_into_spark_context_dir()
             self._start_blocking()
             StreamingContext._active_context = self
             self._sc._streaming = self
+
+    def _checkpoint_into_spark_context_dir(self) -> None:
+        """Spark lets stateful streams run when only ``sc.setCheckpointDir`` was called (their
+        state goes there): give such a context a directory of its own under it, as Spark
+        gives each SparkContext a fresh subdirectory."""
+        directory = self._sc._checkpoint_dir
+        if self.checkpoint_dir is None and directory is not None and stateful_streams(self._streams):
+            self.checkpoint(tempfile.mkdtemp(prefix="streaming-", dir=directory))
 
     def stop(  # type: ignore[override]
         self,
