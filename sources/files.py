@@ -18,6 +18,12 @@ directory, first in line for the next batches.
 
 Seen names are remembered only while they remain in the directory, so memory follows the
 directory's size; a file deleted and later moved in again under the same name is read again.
+
+Recovery: each batch's descriptor is the names of the files it read, and the checkpoint's
+position is the names seen so far, so a batch run again after a restart reads the same
+files (one that is gone by then is skipped and logged), and files moved in while the job
+was down are new to the first batch after it (Spark keeps its batches' file names and
+remembers recent files by modification time).
 A file that vanishes before it is read, or cannot be read, is skipped, counted and logged;
 the stream goes on.
 """
@@ -82,6 +88,8 @@ class Scan:
 
     present: set[str]
     files: list[RawLines | list[Any]] = field(default_factory=list)
+    #: The name of each file in ``files``.
+    names: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
 
@@ -106,19 +114,38 @@ def scan(
         if max_records is not None and index > 0 and taken >= max_records:
             result.waiting = queue[index:]
             break
-        path = directory / name
-        try:
-            lines = read(path)
-        except FileNotFoundError:
-            result.skipped.append((path, "it vanished before it could be read"))
-        except ValueError as exc:  # the stream's reader refused the file
-            result.skipped.append((path, str(exc)))
-        except OSError as exc:
-            result.skipped.append((path, f"it could not be read ({exc})"))
-        else:
-            result.files.append(lines)
-            taken += len(lines)
+        taken += _read_into(result, directory, name, read)
     return result
+
+
+def read_named(
+    directory: Path, names: Sequence[str], read: Callable[[Path], RawLines | list[Any]]
+) -> Scan:
+    """``read`` the files ``names`` again (a batch run again after a restart), blocking."""
+    result = Scan(set())
+    for name in names:
+        _read_into(result, directory, name, read)
+    return result
+
+
+def _read_into(
+    result: Scan, directory: Path, name: str, read: Callable[[Path], RawLines | list[Any]]
+) -> int:
+    """Read one file into ``result`` (or record why it was skipped); its record count."""
+    path = directory / name
+    try:
+        lines = read(path)
+    except FileNotFoundError:
+        result.skipped.append((path, "it vanished before it could be read"))
+    except ValueError as exc:  # the stream's reader refused the file
+        result.skipped.append((path, str(exc)))
+    except OSError as exc:
+        result.skipped.append((path, f"it could not be read ({exc})"))
+    else:
+        result.files.append(lines)
+        result.names.append(name)
+        return len(lines)
+    return 0
 
 
 class TextFileInputDStream(InputDStream):
@@ -137,6 +164,11 @@ class TextFileInputDStream(InputDStream):
         #: New files over the rate bound, read by later batches (oldest first).
         self._waiting: list[str] = []
         self._prepared: tuple[int, RDD] | None = None
+        #: The names of the files each batch read, until its checkpoint records them.
+        self._descriptors: dict[int, list[str]] = {}
+        #: Recovery: the names seen before the restart and the batches to read again.
+        self._recovered_seen: frozenset[str] | None = None
+        self._replays: dict[int, list[str]] = {}
         #: How a file becomes one partition: raw lines (decoded on the workers), or
         #: the records themselves (``binary_records_stream``).
         self._read: Callable[[Path], RawLines | list[Any]] = read_raw_lines
@@ -153,9 +185,31 @@ class TextFileInputDStream(InputDStream):
                 f"{self.name}: directory {str(self.directory)!r} does not exist "
                 "or is not a directory"
             )
-        self._seen = frozenset(await anyio.to_thread.run_sync(list_files, self.directory))
+        present = frozenset(await anyio.to_thread.run_sync(list_files, self.directory))
+        recovered = self._recovered_seen
+        self._seen = present if recovered is None else present & recovered
 
     async def prepare(self, time_ms: int) -> None:
+        if time_ms in self._replays:
+            found = await anyio.to_thread.run_sync(
+                read_named, self.directory, self._replays.pop(time_ms), self._read
+            )
+        else:
+            found = await self._scan()
+        if self._ssc.checkpoint_dir is not None:  # only a checkpoint takes them
+            self._descriptors[time_ms] = found.names
+        for path, reason in found.skipped:
+            self.skipped_files += 1
+            log.warning("%s: skipped file %s: %s", self.name, path, reason)
+        self._records[time_ms] = sum(len(file) for file in found.files)
+        partitions = [[file] if is_raw(file) else file for file in found.files]
+        rdd = self._ssc.spark_context.from_partitions(partitions, self.name)  # type: ignore[arg-type]
+        if found.files and is_raw(found.files[0]):
+            rdd = self.decoding.rdd(time_ms, rdd)
+        self._prepared = (time_ms, rdd)
+
+    async def _scan(self) -> Scan:
+        """The new files of the next batch, within the rate bound."""
         bound = self.rate_bound()
         max_records = None if bound is None else bound * self._ssc.batch_interval
         try:
@@ -168,15 +222,23 @@ class TextFileInputDStream(InputDStream):
             found = Scan(set(self._seen), waiting=self._waiting)
         self._waiting = found.waiting
         self._seen = frozenset(found.present - set(found.waiting))
-        for path, reason in found.skipped:
-            self.skipped_files += 1
-            log.warning("%s: skipped file %s: %s", self.name, path, reason)
-        self._records[time_ms] = sum(len(file) for file in found.files)
-        partitions = [[file] if is_raw(file) else file for file in found.files]
-        rdd = self._ssc.spark_context.from_partitions(partitions, self.name)  # type: ignore[arg-type]
-        if found.files and is_raw(found.files[0]):
-            rdd = self.decoding.rdd(time_ms, rdd)
-        self._prepared = (time_ms, rdd)
+        return found
+
+    # ---- recovery: a batch is the names of the files it read -----------------------------
+
+    replayable = True
+
+    def take_batch_descriptor(self, time_ms: int) -> list[str]:
+        return self._descriptors.pop(time_ms, [])
+
+    def position(self) -> list[str]:
+        return list(self._seen)
+
+    def restore(self, position: Any, replays: dict[int, Any]) -> None:
+        """Files seen before the restart are not new; the replayed batches read theirs
+        again. (A checkpoint without a position: every file present at the start is old.)"""
+        self._recovered_seen = frozenset(position) if position is not None else None
+        self._replays = {t: list(names) for t, names in replays.items() if names}
 
     def compute(self, time_ms: int) -> RDD | None:
         if self._prepared is not None and self._prepared[0] == time_ms:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,42 @@ async def test_missing_directory_is_a_clear_error_at_start(tmp_path: Path) -> No
     assert str(raised.value) == (
         f"text_file_stream({missing}): directory '{missing}' does not exist or is not a directory"
     )
+
+
+async def test_recovery_reads_a_replayed_batchs_files_again_and_files_moved_in_while_down(
+    tmp_path: Path,
+) -> None:
+    """Stopped before its first state checkpoint, the job's batches are recomputed from
+    their files' names; a file moved in while it was down is new to the next batch. (Before,
+    every file present at the restart was taken as old: the recomputed batches and the file
+    moved in while down were lost to the state.)"""
+    data, checkpoint = tmp_path / "in", tmp_path / "checkpoint"
+    data.mkdir()
+    out: list[tuple[float, list[Any]]] = []
+
+    def setup() -> StreamingContext:
+        ssc = context()
+        ssc.checkpoint(str(checkpoint))
+        counts = ssc.text_file_stream(str(data)).map(lambda w: (w, 1)).update_state_by_key(
+            lambda new, total: sum(new, total or 0)
+        )
+        counts.foreach_rdd(lambda t, rdd: out.append((t, sorted(rdd.collect()))))
+        return ssc
+
+    async with setup() as ssc:
+        await ssc.start()
+        move_in(data, "1.txt", b"x\ny\n")
+        await advance_batches(ssc, 1)
+        move_in(data, "2.txt", b"x\n")
+        await advance_batches(ssc, 2)
+    move_in(data, "3.txt", b"x\n")
+    async with StreamingContext.get_or_create(str(checkpoint), setup) as ssc:
+        await ssc.start()
+        await advance_batches(ssc, 2)
+    assert out == [
+        (1.0, [("x", 1), ("y", 1)]),
+        (2.0, [("x", 2), ("y", 1)]),
+        (3.0, [("x", 2), ("y", 1)]),
+        (4.0, [("x", 3), ("y", 1)]),
+        (5.0, [("x", 3), ("y", 1)]),
+    ]
