@@ -58,7 +58,6 @@ async def socket_run(
                 ssc, run, messages,
                 min_batches=stop_after or batches, drain=drain,
                 exclude_pids={process.pid},
-                deadline=(1 + overload) * seconds + 60,
             )
             await ssc.stop(graceful=False)
     return run

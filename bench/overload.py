@@ -176,10 +176,14 @@ async def run_overload(
     min_batches: int,
     drain: bool,
     exclude_pids: set[int],
-    deadline: float,
+    stall: float = 30.0,
 ) -> None:
     """Run until ``min_batches`` batches completed and, with ``drain``, every published
-    message was processed; record batches and RSS meanwhile."""
+    message was processed; record batches and RSS meanwhile.
+
+    Raises TimeoutError once the run makes no progress (no batch towards ``min_batches``
+    completed, no message processed) for ``stall`` seconds: messages lost, or the job
+    stuck. A machine that slowed down after ``calibrate`` only takes longer."""
     seen = run.seen
     driver = psutil.Process()
     finished = anyio.Event()
@@ -202,11 +206,19 @@ async def run_overload(
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow_publisher)
         tg.start_soon(sample)
-        with anyio.fail_after(deadline):
-            while len(ssc.batch_history) < min_batches or (
-                drain and (run.total_published is None or len(seen) < run.total_published)
-            ):
-                await anyio.sleep(0.05)
+        progress, progressed_at = (0, 0), time.monotonic()
+        while len(ssc.batch_history) < min_batches or (
+            drain and (run.total_published is None or len(seen) < run.total_published)
+        ):
+            now = (min(len(ssc.batch_history), min_batches), len(seen))
+            if now != progress:
+                progress, progressed_at = now, time.monotonic()
+            elif time.monotonic() - progressed_at > stall:
+                raise TimeoutError(
+                    f"no progress for {stall:g} s: {len(ssc.batch_history)} batches, "
+                    f"{len(seen)} messages processed of {run.total_published} published"
+                )
+            await anyio.sleep(0.05)
         finished.set()
         run.batches = ssc.batch_history
         tg.cancel_scope.cancel()
