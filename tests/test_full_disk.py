@@ -9,6 +9,7 @@ stayed alive running nothing, saying so only at shutdown.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+from prometheus_client import generate_latest
 
 from aiostream_engine import (
     CheckpointWriteError,
@@ -76,7 +78,10 @@ async def wait_for(condition: Any) -> None:
             await anyio.lowlevel.checkpoint()
 
 
-async def test_a_disk_that_stays_full_stops_the_context_with_the_error(small_disk: SmallDisk) -> None:
+async def test_a_disk_that_stays_full_stops_the_context_with_the_error(
+    small_disk: SmallDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiostream_engine")
     recorder = Recorder()
     conf = {"checkpoint_write_retries": 2, "checkpoint_write_backoff": 1.0}
     clock = ManualClock(0.0)
@@ -87,6 +92,7 @@ async def test_a_disk_that_stays_full_stops_the_context_with_the_error(small_dis
         ssc.queue_stream([[("a", 1)]] * 5).update_state_by_key(
             lambda new, old: sum(new) + (old or 0)
         ).foreach_rdd(lambda time, rdd: outputs.append(time))
+        registry = ssc.metrics_registry  # /metrics counts from the start
         await ssc.start()
         clock.set_time(1.0)
         await ssc._job_scheduler.wait_for_batch(1000)
@@ -108,8 +114,17 @@ async def test_a_disk_that_stays_full_stops_the_context_with_the_error(small_dis
     assert "No space left on device" in recorder.failures[0].error
     assert ssc.checkpoint_statistics is not None
     assert ssc.checkpoint_statistics.write_failures == 3
+    metrics = generate_latest(registry).decode()
+    assert 'aiostream_checkpoint_write_failures_total{kind="metadata"} 3.0' in metrics.splitlines()
     assert outputs == [1.0]  # batch 2 never ran: nothing ran past the failed checkpoint
     assert [i.batch_time for i in ssc.batch_history] == [1.0]
+    # Logged: each failure with its retry, then the error that stopped the context.
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records
+              if "metadata checkpoint of batch 2 s" in r.getMessage()]
+    assert [level for level, _ in logged] == ["WARNING", "WARNING", "ERROR"]
+    assert "failed (attempt 1), retrying in 1 s: [Errno 28]" in logged[0][1]
+    assert "failed (attempt 2), retrying in 2 s: [Errno 28]" in logged[1][1]
+    assert logged[2][1] == str(stopped.value)
 
 
 async def test_a_disk_freed_while_retrying_loses_nothing(small_disk: SmallDisk) -> None:
