@@ -86,6 +86,14 @@ class StreamingConf:
         "batches; 0 sets the bound to the estimate itself, as Spark does. In [0, 1).",
         None,
     )
+    backpressure_rate_window: int = _key(
+        5,
+        "Batches whose processing rate (their records over their processing time) caps the "
+        "PID estimate: the bound never exceeds what the job processed over the last N "
+        "batches with records, so one batch that happened to run fast does not raise it "
+        "above what the job sustains. 0 or 1: no cap beyond the estimate, as in Spark.",
+        None,
+    )
     receiver_restart_delay: float = _key(
         2.0,
         "Initial delay before a failed receiver is restarted; doubles per failure up to 60 s.",

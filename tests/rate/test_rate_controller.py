@@ -19,8 +19,10 @@ from tests.rate.test_pid_estimator import Formula
 
 pytestmark = pytest.mark.anyio
 
-# Headroom 0: the bound is the PID estimate itself, as in Spark (its own test below).
-ON = {"spark.streaming.backpressure.enabled": "true", "backpressure_headroom": "0"}
+# Headroom 0 and no rate window: the bound is the PID estimate itself, as in Spark (their
+# own tests below).
+ON = {"spark.streaming.backpressure.enabled": "true", "backpressure_headroom": "0",
+      "backpressure_rate_window": "0"}
 
 
 def _info(
@@ -135,13 +137,44 @@ def test_the_bound_leaves_the_headroom_of_the_estimate() -> None:
         RateController("s", [1], PIDRateEstimator(1.0), headroom=1.0)
 
 
-async def test_headroom_comes_from_the_configuration() -> None:
+def test_the_processing_rate_of_the_last_batches_caps_the_estimate() -> None:
+    """A batch that ran fast after slower ones: the estimate follows it (Spark's formula),
+    the bound does not go above the rate of the window's batches, records over seconds."""
+    c = RateController("s", [1], PIDRateEstimator(1.0, min_rate=1.0), headroom=0.1, rate_window=3)
+    ref = Formula(1.0, 1.0, 0.2, 0.0, 1.0)
+    # (batch, records, start, end): 500 rec/s, 400 rec/s, no records, 1000 rec/s, 900 rec/s.
+    batches = [(1.0, 250, 1.0, 1.5), (2.0, 200, 2.0, 2.5), (3.0, 0, 3.0, 3.01),
+               (4.0, 400, 4.0, 4.4), (5.0, 450, 5.0, 5.5)]
+    got = [c.on_batch_completed(_info(b, {1: n}, s, e)) for b, n, s, e in batches]
+    estimates = [ref.step(e, n, e - s, s - b) if n else None for b, n, s, e in batches]
+    assert estimates[0] is None and estimates[2] is None
+    # The first batch: provisional, its own rate. The second: the estimate (400), below
+    # the window's rate (450 records in 1.0 s). The empty batch: no update, not counted.
+    assert got[:3] == [pytest.approx(0.9 * 500), pytest.approx(0.9 * estimates[1]), None]
+    assert estimates[1] == pytest.approx(400.0)
+    # The fast batch: Spark would take its 1000 rec/s; the window's three batches give 850
+    # records in 1.4 s.
+    assert estimates[3] == pytest.approx(1000.0)
+    assert got[3] == pytest.approx(0.9 * (250 + 200 + 400) / (0.5 + 0.5 + 0.4))
+    # The window moves on: the oldest batch leaves it.
+    window_rate = (200 + 400 + 450) / (0.5 + 0.4 + 0.5)
+    assert window_rate < estimates[4]  # type: ignore[operator]
+    assert got[4] == pytest.approx(0.9 * window_rate)
+    assert c.latest_rate() == got[4]
+    with pytest.raises(ValueError, match="rate_window"):
+        RateController("s", [1], PIDRateEstimator(1.0), rate_window=-1)
+
+
+async def test_headroom_and_rate_window_come_from_the_configuration() -> None:
     ssc = StreamingContext(1.0, master="local", clock=ManualClock(),
                            conf={"backpressure_enabled": True})
-    assert ssc.receiver_stream(Endless()).rate_controller.headroom == 0.1  # type: ignore[attr-defined]
+    controller = ssc.receiver_stream(Endless()).rate_controller  # type: ignore[attr-defined]
+    assert (controller.headroom, controller.rate_window) == (0.1, 5)
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigurationError, match="backpressure_headroom"):
             StreamingConf(backpressure_headroom=bad)
+    with pytest.raises(ConfigurationError, match="backpressure_rate_window"):
+        StreamingConf(backpressure_rate_window=-1)
 
 
 def test_listeners_hear_every_new_estimate() -> None:

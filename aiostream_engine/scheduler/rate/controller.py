@@ -12,6 +12,7 @@ when it picks files, the direct Kafka stream when it sizes its offset ranges; th
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -37,17 +38,23 @@ class RateController:
         *,
         initial_rate: float = 0.0,
         headroom: float = 0.0,
+        rate_window: int = 0,
     ) -> None:
         if not stream_ids:
             raise ValueError("a rate controller bounds at least one input stream")
         if not 0 <= headroom < 1:
             raise ValueError(f"headroom must be in [0, 1), got {headroom}")
+        if rate_window < 0:
+            raise ValueError(f"rate_window must be >= 0, got {rate_window}")
         self.name = name
         self.stream_ids = tuple(stream_ids)
         self._counted = list(self.stream_ids)
         self.estimator = estimator
         self.initial_rate = float(initial_rate)
         self.headroom = float(headroom)
+        self.rate_window = rate_window
+        #: (records, processing seconds) of the last ``rate_window`` batches with records.
+        self._recent: deque[tuple[int, float]] = deque(maxlen=max(rate_window, 1))
         self._bound: float | None = None
         self._listeners: list[RateListener] = []
         #: Completed batches seen, and how many gave a new bound.
@@ -83,7 +90,15 @@ class RateController:
     def on_batch_completed(self, info: BatchInfo) -> float | None:
         """Feed one completed batch: this stream's records (with those counted along), its
         processing and scheduling delays, at the time its processing ended. Returns the new
-        bound, if any: the estimate less the headroom.
+        bound, if any: the estimate, capped by the processing rate of the last
+        ``rate_window`` batches (``backpressure_rate_window``), less the headroom.
+
+        Why the cap: with Spark's gains the estimate is the last batch's processing rate
+        (less the scheduling delay's share), so on a machine whose speed varies from batch
+        to batch, a batch that ran fast sets a bound the next, slower one cannot process
+        within a batch interval: on average the job then runs nearer its limit than the
+        headroom leaves, and batches queue. Over a few batches, the rate (their records
+        over their processing time, not a mean of rates) is what the job sustains.
 
         A batch whose output failed is skipped: the time it took measures the failure, not
         what the job can process.
@@ -99,12 +114,16 @@ class RateController:
             return None
         self.batches_seen += 1
         records = sum(i.num_records for i in present)
+        if records > 0 and processing > 0:
+            self._recent.append((records, processing))
         rate = self.estimator.compute(end, records, processing, scheduling)
         if rate is None:
             if self._bound is None and self.initial_rate <= 0 and records > 0 and processing > 0:
                 rate = records / processing  # provisional: what the first batch processed at
             else:
                 return None
+        if self.rate_window > 1:
+            rate = min(rate, sum(n for n, _ in self._recent) / sum(p for _, p in self._recent))
         bound = rate * (1.0 - self.headroom)
         self._bound = bound
         self.updates += 1
@@ -139,6 +158,7 @@ def new_rate_controller(
         create_rate_estimator(conf, batch_interval),
         initial_rate=conf.backpressure_initial_rate,
         headroom=conf.backpressure_headroom,
+        rate_window=conf.backpressure_rate_window,
     )
 
 

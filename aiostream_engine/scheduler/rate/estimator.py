@@ -142,6 +142,10 @@ def check_backpressure_conf(conf: StreamingConf) -> None:
         raise ConfigurationError(
             f"backpressure_headroom must be in [0, 1), got {conf.backpressure_headroom}"
         )
+    if conf.backpressure_rate_window < 0:
+        raise ConfigurationError(
+            f"backpressure_rate_window must be >= 0 batches, got {conf.backpressure_rate_window}"
+        )
 
 
 def create_rate_estimator(conf: StreamingConf, batch_interval: float) -> RateEstimator:
