@@ -82,7 +82,7 @@ from aiostream_engine.sources.mqtt_block import (
 )
 from aiostream_engine.sources.mqtt_client import DEFAULT_MAX_QUEUED_BYTES, MqttConnection
 from aiostream_engine.sources.mqtt_protocol import CONNACK, TIMESTAMP_PROPERTY, MqttError, ProtocolError
-from aiostream_engine.sources.mqtt_reader import PublishFramer
+from aiostream_engine.sources.mqtt_reader import STEP_PACKETS, PublishFramer
 from aiostream_engine.sources.mqtt_redelivery import RedeliveryFilter
 
 if TYPE_CHECKING:
@@ -246,7 +246,9 @@ class MqttReceiver(Receiver):
             if buf is not None:
                 pos = 0
                 while True:
-                    pos = framer.frame(buf, pos, self._builder, arrival)
+                    room = self._bounded_block - self._builder.count
+                    pos = framer.frame(buf, pos, self._builder, arrival,
+                                       min(STEP_PACKETS, max(1, room)))
                     self.messages_received = before + framer.received
                     if self._block_full():
                         await self._hand_over(blocks)

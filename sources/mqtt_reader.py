@@ -75,9 +75,13 @@ class PublishFramer:
             rest = buf[pos:]
             self._partial, self._partial_size = [rest], len(rest)
 
-    def frame(self, buf: bytes, pos: int, builder: PublishBlockBuilder, arrival: float) -> int:
-        """Frame whole packets of ``buf`` from ``pos``, one step's worth at most, into
-        ``builder``; returns where it stopped (at an incomplete packet, or the step's end)."""
+    def frame(
+        self, buf: bytes, pos: int, builder: PublishBlockBuilder, arrival: float,
+        max_packets: int = STEP_PACKETS,
+    ) -> int:
+        """Frame whole packets of ``buf`` from ``pos``, one step's worth at most (and at
+        most ``max_packets``), into ``builder``; returns where it stopped (at an incomplete
+        packet, or the step's end)."""
         view = memoryview(buf)
         size = len(buf)
         stop = min(size, pos + STEP_BYTES)
@@ -86,7 +90,7 @@ class PublishFramer:
         redeliveries = self._redeliveries
         expecting = redeliveries.expecting
         run, n, packets = pos, 0, 0
-        while pos < stop and packets < STEP_PACKETS:
+        while pos < stop and packets < max_packets:
             if pos + 1 >= size:
                 break
             header = buf[pos]
