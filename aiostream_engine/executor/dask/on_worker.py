@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+from dask.sizeof import sizeof
 from distributed import get_worker
 
 from ...errors import WorkerImportError
@@ -45,6 +46,30 @@ class RemoteBucket:
     key: str
 
 
+class Records:
+    """Records as Dask data (a shuffle bucket, a cached block), moved in one piece.
+
+    Dask's comms serialize a bare ``list`` element by element (msgpack comes before pickle
+    in their serializers, and msgpack would turn the list into a tuple): a bucket of 5,000
+    pairs went from one worker to another as 5,000 frames, in 120-140 ms here (50,000
+    pairs: 2 s). Wrapped, it is one pickle (about 1 ms).
+    """
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Records, (self.records,)
+
+
+@sizeof.register(Records)
+def _sizeof_records(data: Records) -> int:
+    """What Dask counts for the wrapped records (its memory limits, its transfer costs)."""
+    return int(sizeof(data.records))
+
+
 def _address() -> str:
     return str(get_worker().address)
 
@@ -65,16 +90,16 @@ def _resolved(plan: TaskPlan, inputs: dict[str, Any]) -> TaskPlan:
         # A list of its own: reading consumes the list, not the slices the worker keeps.
         return dataclasses.replace(plan, input=RecordSlices(list(inputs[source.key])))
     if isinstance(source, ShuffleInput):
-        buckets = [inputs[b.key] if isinstance(b, RemoteBucket) else b for b in source.buckets]
+        buckets = [inputs[b.key].records if isinstance(b, RemoteBucket) else b for b in source.buckets]
         return dataclasses.replace(plan, input=dataclasses.replace(source, buckets=buckets))
     return plan
 
 
 def _execute(
-    wire: bytes, index: int, inputs: dict[str, Any], blocks: dict[str, list[Any]]
+    wire: bytes, index: int, inputs: dict[str, Any], blocks: dict[str, Records]
 ) -> tuple[Any, list[str]]:
     plan = _resolved(_load_plan(wire), inputs)
-    with lending(blocks) as written:
+    with lending({key: block.records for key, block in blocks.items()}) as written:
         try:
             return execute_task(plan, index), written
         except BaseException:
@@ -83,7 +108,7 @@ def _execute(
 
 
 def run_task(
-    wire: bytes, index: int, inputs: dict[str, Any], blocks: dict[str, list[Any]]
+    wire: bytes, index: int, inputs: dict[str, Any], blocks: dict[str, Records]
 ) -> TaskResult:
     """One task; its output goes back to the driver."""
     output, written = _execute(wire, index, inputs, blocks)
@@ -95,7 +120,7 @@ def run_task(
 
 
 def run_map_task(
-    wire: bytes, index: int, inputs: dict[str, Any], blocks: dict[str, list[Any]]
+    wire: bytes, index: int, inputs: dict[str, Any], blocks: dict[str, Records]
 ) -> list[list[Any]]:
     """One shuffle map task: its buckets stay on this worker (``bucket``); nothing but
     its completion reaches the driver."""
@@ -106,8 +131,8 @@ def run_map_task(
     return buckets
 
 
-def bucket(buckets: list[list[Any]], index: int) -> list[Any]:
-    return buckets[index]
+def bucket(buckets: list[list[Any]], index: int) -> Records:
+    return Records(buckets[index])
 
 
 def side_outputs(buckets: list[list[Any]]) -> tuple[SideOutput, ...]:
@@ -115,10 +140,10 @@ def side_outputs(buckets: list[list[Any]]) -> tuple[SideOutput, ...]:
     return tuple(getattr(buckets, "side", ()))
 
 
-def publish_block(ref: BlockRef) -> list[Any]:
+def publish_block(ref: BlockRef) -> Records:
     """A block a task stored in this process, handed over to the cluster as its data.
 
     Run again elsewhere (the worker holding the block died), it loads the block's disk
     copy: that is how cached state survives the loss of a worker.
     """
-    return STORE.take(ref)
+    return Records(STORE.take(ref))
