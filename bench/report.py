@@ -187,10 +187,10 @@ def figures_table(s: Summary) -> str:
     return _table(["figure", OURS.name, PYSPARK.name, "target", "verdict"], rows)
 
 
-def sizes_table(s: Summary) -> str:
+def sizes_table(s: Summary, peers: list[str] | None = None) -> str:
     rows = []
     for w in s.data["settings"]["workloads"]:
-        for peer in (OURS.name, OURS_LOCAL.name, PYSPARK.name):
+        for peer in peers or [OURS.name, OURS_LOCAL.name, PYSPARK.name]:
             for r in s.sizes(w, peer):
                 rows.append([
                     w, peer, f"{r.size:,}", f"{len(r.measured)}",

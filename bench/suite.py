@@ -35,6 +35,7 @@ class Peer:
 OURS = Peer("aiostream local[2]", "aiostream", "local[2]", "bench.engine_runner")
 OURS_LOCAL = Peer("aiostream local", "aiostream", "local", "bench.engine_runner")
 PYSPARK = Peer("PySpark local[2]", "pyspark", "local[2]", "bench.pyspark_runner")
+DASK = Peer("aiostream dask-local[2]", "aiostream", "dask-local[2]", "bench.engine_runner")
 
 
 @dataclass
@@ -85,8 +86,12 @@ def _timeout(settings: Settings, workload: str) -> float:
     return per_size * (len(settings.sizes) + 1) + 120
 
 
-def run_throughput(settings: Settings, log_dir: Path, say: Any) -> dict[str, Any]:
-    results: dict[str, dict[str, Any]] = {}
+def run_throughput(
+    settings: Settings, log_dir: Path, say: Any, earlier: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Each workload on each peer; ``earlier``: results of workloads run before (W3 starts
+    its size search from W2's)."""
+    results: dict[str, dict[str, Any]] = dict(earlier or {})
     for workload in settings.workloads:
         results[workload] = {}
         for peer in settings.peers:
@@ -97,7 +102,7 @@ def run_throughput(settings: Settings, log_dir: Path, say: Any) -> dict[str, Any
                 continue
             start = 0
             if workload == "W3":
-                start = _w3_start(settings, results["W2"].get(peer.name))
+                start = _w3_start(settings, results.get("W2", {}).get(peer.name))
             job = Job(
                 workload, peer.engine, peer.master, settings.sizes, start,
                 floor=workload != "W3", plan=settings.plan,
