@@ -224,37 +224,74 @@ def overhead_table(data: dict[str, Any]) -> str:
                    "driver CPU per task", "scheduler CPU per task"], rows)
 
 
+def _tasks_per_batch(cores: int) -> int:
+    """One partition per core: P map tasks, P x P bucket tasks, P reduce tasks."""
+    return 2 * cores + cores * cores
+
+
+def _cores_for_tasks(tasks: float) -> float:
+    """The P at which a batch is ``tasks`` tasks (P^2 + 2P = tasks)."""
+    return (1 + tasks) ** 0.5 - 1
+
+
+def _costs(data: dict[str, Any]) -> tuple[float, float] | None:
+    """Tasks per second one scheduler core sustains, and the driver's CPU per task (s),
+    both measured on dask://."""
+    remote = next(r for r in data["overhead"] if r["master"].startswith("dask://"))
+    if remote["scheduler_cpu_per_task_us"] is None:
+        return None
+    return 1e6 / max(remote["scheduler_cpu_per_task_us"], 1.0), remote["driver_cpu_per_task_us"] / 1e6
+
+
 def paper(data: dict[str, Any], per_core: float | None) -> str:
     """The cluster W2 needs at 1, 10 and 100 million events/s, from this run's figures."""
-    remote = next(r for r in data["overhead"] if r["master"].startswith("dask://"))
-    if not per_core or remote["scheduler_cpu_per_task_us"] is None:
+    costs = _costs(data)
+    if not per_core or costs is None:
         return "not computed: a measurement is missing"
-    scheduler_rate = 1e6 / max(remote["scheduler_cpu_per_task_us"], 1.0)
-    driver_us = remote["driver_cpu_per_task_us"]
+    scheduler_rate, driver_s_per_task = costs
     rows = []
     for target in (1e6, 10e6, 100e6):
         cores = max(2, int(-(-target // per_core)))
         machines = -(-cores // MACHINE_CORES)
-        # One partition per core: map and reduce tasks per batch, plus one bucket task per
-        # (map, reduce) pair; one batch per second.
-        tasks = 2 * cores + cores * cores
-        driver_s = tasks * driver_us / 1e6
+        tasks = _tasks_per_batch(cores)  # one batch per second
+        driver_s = tasks * driver_s_per_task
         ingest = target * EVENT_BYTES
         limits = []
+        if ingest >= 0.8 * NIC_BYTES_S:
+            limits.append(f"receivers on the driver: {ingest / 1e9:.2f} GB/s, "
+                          f"{ingest / NIC_BYTES_S:.0%} of a 10 GbE link")
         if tasks > scheduler_rate:
             limits.append(f"scheduler: {tasks:,} tasks/s > {scheduler_rate:,.0f}")
         if driver_s > 1:
             limits.append(f"driver planning: {driver_s:.1f} s of CPU per 1 s batch")
-        if ingest > NIC_BYTES_S:
-            limits.append(f"receivers on the driver: {ingest / 1e9:.1f} GB/s > a 10 GbE link")
         rows.append([
             f"{target / 1e6:g}M", f"{cores:,} ({machines} x {MACHINE_CORES}-core)", f"{tasks:,}",
             f"{tasks / scheduler_rate:.2f}", f"{driver_s:.2f} s", f"{ingest / 1e9:.2f} GB/s",
-            "; ".join(limits) or "nothing measured here",
+            "; ".join(limits) or "none of the three",
         ])
     return _table(["W2 events/s", "worker cores (machines)", "tasks/s (1 s batches)",
                    "scheduler load", "driver CPU per batch", "input through the driver",
-                   "what limits first"], rows)
+                   "what limits"], rows)
+
+
+def limits(data: dict[str, Any], per_core: float | None) -> str:
+    """The W2 rate at which each limit is reached, lowest first: what limits first."""
+    costs = _costs(data)
+    if not per_core or costs is None:
+        return "not computed: a measurement is missing"
+    scheduler_rate, driver_s_per_task = costs
+    found = [
+        ("receivers on the driver (input through one 10 GbE link)", NIC_BYTES_S / EVENT_BYTES,
+         f"{EVENT_BYTES} B per event"),
+        ("the scheduler's task rate (one core)", _cores_for_tasks(scheduler_rate) * per_core,
+         f"{scheduler_rate:,.0f} tasks/s"),
+        ("the driver's batch planning (one core)", _cores_for_tasks(1 / driver_s_per_task) * per_core,
+         f"{1 / driver_s_per_task:,.0f} tasks/s"),
+    ]
+    found.sort(key=lambda row: row[1])
+    rows = [[name, f"{rate / 1e6:.1f}M events/s", f"{rate / per_core:.0f}", basis]
+            for name, rate, basis in found]
+    return _table(["limit", "W2 rate where it is reached", "worker cores then", "from"], rows)
 
 
 PAPER_NOTE = (
@@ -267,10 +304,12 @@ PAPER_NOTE = (
     "per batch = tasks x the driver's CPU per task (plans pickled, futures awaited). Input "
     "through the driver: W2's ~125 B per event when receivers run on the driver; a direct "
     "Kafka stream fetches on the workers and takes that off the driver. Remedies once a "
-    "limit is reached: fewer, larger partitions (worker processes with several threads, "
-    "fewer reduce partitions: bucket tasks = map x reduce partitions), direct Kafka ingest, "
-    "and for the largest clusters Dask's peer-to-peer shuffle (transfers outside the task "
-    "graph). Per-core rates on a 2-core machine shared with other jobs are conservative."
+    "limit is reached: direct Kafka ingest; fewer reduce partitions than map partitions "
+    "(bucket tasks = map x reduce partitions); longer batches (tasks per second fall with "
+    "the interval: 10 s batches, a tenth); and for the largest clusters a shuffle outside "
+    "the task graph (Dask's peer-to-peer shuffle) instead of a bucket task per map and "
+    "reduce partition. Per-core rates on a 2-core machine shared with other jobs are "
+    "conservative."
 )
 
 
@@ -291,7 +330,9 @@ def write(data: dict[str, Any], out: Path) -> list[Path]:
         "## On paper: the cluster W2 needs\n\n"
         f"Measured W2 rate per dask-local worker core: "
         f"{_rate(figures['per_core']) if figures['per_core'] else 'n/a'} events/s.\n\n"
-        f"{paper(data, figures['per_core'])}\n\n{PAPER_NOTE}\n"
+        f"{paper(data, figures['per_core'])}\n\n"
+        "What limits first (1 s batches; each limit's rate from this run's costs):\n\n"
+        f"{limits(data, figures['per_core'])}\n\n{PAPER_NOTE}\n"
     )
     md, js = out / "dask_scaling.md", out / "dask_scaling.json"
     md.write_text(body)
