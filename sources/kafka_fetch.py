@@ -32,7 +32,7 @@ import atexit
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -78,7 +78,7 @@ class RecordDecoding:
     """How a fetched record becomes a stream record: ``(key, value)`` decoded, or
     ``message_handler(KafkaMessage)``. A worker-side ``Decoder`` (``decoding.stage``) of
     records carrying their own topic and partition (the receiver stream's blocks); the
-    direct stream's fetched chunks go through ``FetchedDecoding``. A record whose key or
+    direct stream's fetched record batches go through ``FetchedDecoding``. A record whose key or
     value does not decode (or that the handler refuses) becomes a ``KafkaDeadLetter``
     naming its topic, partition and offset."""
 
@@ -92,17 +92,11 @@ class RecordDecoding:
             yield self.records(items, dead)
 
     def records(
-        self, items: list[Any], dead: list[Any], topic: str | None = None, partition: int = -1,
+        self, items: Iterable[Any], dead: list[Any], topic: str | None = None, partition: int = -1,
     ) -> list[Any]:
-        """``items`` decoded, in order; a refused one goes to ``dead``. ``topic`` and
-        ``partition``: those of every item, else each item's own. The decoders are pure
-        (``decoding``): a chunk with a refused record is decoded again record by record."""
+        """``items`` decoded, in order (iterated once); a refused one goes to ``dead``.
+        ``topic`` and ``partition``: those of every item, else each item's own."""
         key_of, value_of, handler = self.key_decoder, self.value_decoder, self.message_handler
-        if handler is None:
-            try:
-                return [(key_of(r.key), value_of(r.value)) for r in items]
-            except Exception:  # noqa: S110 - some record is refused: found below, one by one
-                pass
         records: list[Any] = []
         keep = records.append
         for r in items:
@@ -126,18 +120,14 @@ class RecordDecoding:
 @dataclass(frozen=True)
 class FetchedDecoding:
     """The direct stream's worker-side ``Decoder``: its raw items are ``FetchedRecords``
-    chunks (one per fetched range), decoded ``decoding.chunk`` records at a time."""
+    (one per fetched range), decoded record batch by record batch as they are iterated."""
 
     decoding: RecordDecoding
 
     def decode(self, raw: Iterator[Any], dead: list[Any]) -> Iterator[list[Any]]:
-        size = self.decoding.chunk
         for fetched in raw:
-            records = fetched.records
-            for start in range(0, len(records), size):
-                yield self.decoding.records(
-                    records[start:start + size], dead, fetched.topic, fetched.partition
-                )
+            for records in fetched.record_batches():
+                yield self.decoding.records(records, dead, fetched.topic, fetched.partition)
 
 
 @dataclass(frozen=True)
