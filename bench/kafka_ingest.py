@@ -68,7 +68,7 @@ from tests.kafka_brokers import NoidaKafka, create_topic  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 4
-#: Seconds of the latency runs not measured (consumers starting on the workers).
+#: Seconds of the latency runs not measured (the workers' Kafka clients starting).
 WARMUP = 5.0
 TOPIC = "w2"
 
@@ -223,7 +223,7 @@ async def latency(bootstrap: str, topic: str, rate: float, seconds: float) -> di
         stream.foreach_rdd(measure)
         await ssc.start()
         # Readings sent in the first WARMUP seconds are not measured: the first batches
-        # start the workers' consumers (seconds on a loaded machine) and queue behind them.
+        # start the workers' Kafka clients (seconds on a loaded machine) and queue behind them.
         measured_from = time.time() + WARMUP
         producer = await anyio.run_process(
             [sys.executable, "-c", PRODUCER, bootstrap, topic, str(rate), str(seconds + WARMUP)],
