@@ -108,6 +108,8 @@ def test_every_record_the_damage_did_not_touch_is_read_back(
     for start, length in damage:
         start %= len(blob)
         for i in range(start, min(start + length, len(blob))):
+            if i in touched:  # flipped once: a second flip could restore the byte
+                continue
             damaged[i] ^= data.draw(st.integers(1, 255))
             touched.add(i)
     items = list(scan(bytes(damaged), KEY, LABEL))
