@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -42,3 +44,17 @@ def run_cost_benchmark(
     markdown: Callable[[dict[str, Any]], str],
 ) -> None:
     run_benchmark(name, description, quick_help, lambda quick: anyio.run(main, quick), markdown)
+
+
+def cost_report(module_doc: str | None, started: float, rows: list[Any], **fields: Any) -> dict[str, Any]:
+    """The JSON report of a cost benchmark: its first docstring paragraph, the given fields,
+    the Python and machine it ran on, its rows and its run time since ``started``
+    (``time.perf_counter()``)."""
+    return {
+        "description": (module_doc or "").split("\n\n")[0],
+        **fields,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "rows": rows,
+        "runtime_s": round(time.perf_counter() - started, 1),
+    }

@@ -15,7 +15,6 @@ Writes bench/results/local_snapshot.json and bench/results/local_snapshot.md.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import tempfile
 import time
@@ -28,7 +27,7 @@ from aiostream_engine.dstream.base import DStream
 from aiostream_engine.rdd.tasks import TaskPlan, execute_task
 from aiostream_engine.testing import advance_batches
 
-from .cost_cli import run_cost_benchmark
+from .cost_cli import cost_report, run_cost_benchmark
 from .window_cost import WallOffsetClock
 
 KEYS = 100_000
@@ -121,15 +120,7 @@ async def main(quick: bool) -> dict[str, Any]:
             row[f"{mode}_ms"] = round(statistics.median(samples[(case, mode)]) * 1000, 1)
         print(row, flush=True)
         rows.append(row)
-    return {
-        "description": __doc__.split("\n\n")[0],
-        "rounds": rounds,
-        "measured_batches": measured,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "rows": rows,
-        "runtime_s": round(time.perf_counter() - started, 1),
-    }
+    return cost_report(__doc__, started, rows, rounds=rounds, measured_batches=measured)
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -14,7 +14,6 @@ Writes bench/results/state_cost.json and bench/results/state_cost.md.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ from aiostream_engine import StateSpec, StreamingContext
 from aiostream_engine.executor.process_pool import ProcessPoolBackend
 from aiostream_engine.testing import advance_batches
 
-from .cost_cli import run_cost_benchmark
+from .cost_cli import cost_report, run_cost_benchmark
 from .window_cost import WallOffsetClock
 
 SIZES = (10_000, 100_000, 400_000)
@@ -107,16 +106,10 @@ async def main(quick: bool) -> dict[str, Any]:
             row = await run(operation, keys, measured)
             print(row, flush=True)
             rows.append(row)
-    return {
-        "description": __doc__.split("\n\n")[0],
-        "master": MASTER,
-        "records_per_batch": RECORDS_PER_BATCH,
-        "measured_batches": measured,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "rows": rows,
-        "runtime_s": round(time.perf_counter() - started, 1),
-    }
+    return cost_report(
+        __doc__, started, rows,
+        master=MASTER, records_per_batch=RECORDS_PER_BATCH, measured_batches=measured,
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -18,7 +18,6 @@ Writes bench/results/window_cost.json and bench/results/window_cost.md.
 from __future__ import annotations
 
 import operator
-import platform
 import statistics
 import tempfile
 import time
@@ -28,7 +27,7 @@ from aiostream_engine.clock import ManualClock
 from aiostream_engine.context import StreamingContext
 from aiostream_engine.testing import advance_batches
 
-from .cost_cli import run_cost_benchmark
+from .cost_cli import cost_report, run_cost_benchmark
 
 RATIOS = (1, 10, 30, 120)
 RECORDS_PER_BATCH = 20_000
@@ -152,20 +151,12 @@ async def main(quick: bool) -> dict[str, Any]:
             row[case]["x_plain"] = round(statistics.median(paired), 2)
             row[case]["x_plain_rounds"] = [round(x, 2) for x in paired]
     top = rows[-1]
-    return {
-        "description": __doc__.split("\n\n")[0],
-        "master": MASTER,
-        "records_per_batch": RECORDS_PER_BATCH,
-        "keys": KEYS,
-        "slide_s": 1.0,
-        "measured_slides": measured,
-        "rounds": rounds,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "rows": rows,
-        "inverse_vs_plain_at_largest_ratio": top["inverse"]["x_plain"],
-        "runtime_s": round(time.perf_counter() - started, 1),
-    }
+    return cost_report(
+        __doc__, started, rows,
+        master=MASTER, records_per_batch=RECORDS_PER_BATCH, keys=KEYS, slide_s=1.0,
+        measured_slides=measured, rounds=rounds,
+        inverse_vs_plain_at_largest_ratio=top["inverse"]["x_plain"],
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:
