@@ -20,10 +20,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import aiomqtt
+import orjson
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
@@ -137,3 +141,22 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+async def create_persistent_session(broker: Mosquitto, client_id: str, topics: str) -> None:
+    """Subscribe once as a job's client (MQTT 5, session kept an hour) so the broker queues
+    messages for it from now on, before the job first connects."""
+    connect = Properties(PacketTypes.CONNECT)
+    connect.SessionExpiryInterval = 3600
+    async with aiomqtt.Client(
+        broker.host, broker.port, identifier=client_id, clean_start=False,
+        protocol=aiomqtt.ProtocolVersion.V5, properties=connect,
+    ) as client:
+        await client.subscribe(topics, qos=1)
+
+
+async def publish_json(broker: Mosquitto, messages: Iterable[tuple[str, object]]) -> None:
+    """Publish ``(topic, value)`` pairs as JSON with QoS 1, in order, on one connection."""
+    async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for topic, value in messages:
+            await client.publish(topic, orjson.dumps(value), qos=1)

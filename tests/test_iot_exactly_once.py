@@ -7,15 +7,11 @@ import signal
 import sys
 from pathlib import Path
 
-import aiomqtt
 import anyio
-import orjson
 import pytest
 from anyio.abc import Process
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from tests.brokers import Mosquitto
+from tests.brokers import Mosquitto, create_persistent_session, publish_json
 from tests.iot_job import CLIENT_ID, TOPICS
 from tests.postgres import PgSchema
 
@@ -25,22 +21,16 @@ DEVICES = 20
 
 
 async def _create_session(broker: Mosquitto) -> None:
-    """Subscribe once as the job's client so the broker queues messages for it from now on."""
-    connect = Properties(PacketTypes.CONNECT)
-    connect.SessionExpiryInterval = 3600
-    async with aiomqtt.Client(
-        broker.host, broker.port, identifier=CLIENT_ID, clean_start=False,
-        protocol=aiomqtt.ProtocolVersion.V5, properties=connect,
-    ) as client:
-        await client.subscribe(TOPICS, qos=1)
+    await create_persistent_session(broker, CLIENT_ID, TOPICS)
+
+
+def _reading(seq: int) -> tuple[str, dict[str, object]]:
+    device = f"dev-{seq % DEVICES:04d}"
+    return f"readings/{device}", {"device_id": device, "seq": seq, "temp": 20.0 + seq % 7}
 
 
 async def _publish(broker: Mosquitto, seqs: range) -> None:
-    async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as c:
-        for seq in seqs:
-            device = f"dev-{seq % DEVICES:04d}"
-            payload = {"device_id": device, "seq": seq, "temp": 20.0 + seq % 7}
-            await c.publish(f"readings/{device}", orjson.dumps(payload), qos=1)
+    await publish_json(broker, map(_reading, seqs))
 
 
 async def _start_job(broker: Mosquitto, pg: PgSchema, checkpoint: Path) -> Process:

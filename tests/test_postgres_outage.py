@@ -13,16 +13,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import aiomqtt
 import anyio
 import asyncpg
-import orjson
 import pytest
 from anyio.abc import Process
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from tests.brokers import Mosquitto
+from tests.brokers import Mosquitto, create_persistent_session, publish_json
 from tests.outage_job import CLIENT_ID, TOPICS
 from tests.postgres import PgSchema
 from tests.private_postgres import PrivatePostgres
@@ -34,22 +30,14 @@ DEVICES = 10
 
 
 async def create_session(broker: Mosquitto) -> None:
-    """Subscribe once as the job's client so the broker queues messages for it from now on."""
-    connect = Properties(PacketTypes.CONNECT)
-    connect.SessionExpiryInterval = 3600
-    async with aiomqtt.Client(
-        broker.host, broker.port, identifier=CLIENT_ID, clean_start=False,
-        protocol=aiomqtt.ProtocolVersion.V5, properties=connect,
-    ) as client:
-        await client.subscribe(TOPICS, qos=1)
+    await create_persistent_session(broker, CLIENT_ID, TOPICS)
 
 
 async def publish(broker: Mosquitto, seqs: range) -> None:
-    async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as c:
-        for seq in seqs:
-            device = f"dev-{seq % DEVICES:03d}"
-            await c.publish(f"readings/{device}", orjson.dumps({"device_id": device, "seq": seq}),
-                            qos=1)
+    await publish_json(broker, (
+        (f"readings/dev-{seq % DEVICES:03d}", {"device_id": f"dev-{seq % DEVICES:03d}", "seq": seq})
+        for seq in seqs
+    ))
 
 
 async def start_job(broker: Mosquitto, pg: PgSchema, checkpoint: Path, policy: str) -> Process:
