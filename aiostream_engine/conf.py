@@ -159,6 +159,17 @@ class StreamingConf:
         "priority.",
         None,
     )
+    worker_gc_threshold: int = _key(
+        50_000,
+        "Allocations between two young-generation passes of the cyclic garbage collector in "
+        "local[N] worker processes (Python's default: 700; the older generations then "
+        "pass every 20 and 100 of these instead of 10 and 10). A task holding hundreds of "
+        "thousands of records (a Kafka range decoded, a partition collected) made the "
+        "default collect every few hundred records, the older passes walking all it holds: "
+        "0.3-0.5 s of each 1 s batch of a worker at 300,000 Kafka readings/s "
+        "(bench/results/kafka_ingest.md). 0 = Python's defaults.",
+        None,
+    )
     task_max_failures: int = _key(
         4,
         "Attempts of one task before its job fails.",
@@ -326,6 +337,13 @@ class StreamingConf:
         "after that the batch reads nothing and the next one catches up.",
         "spark.streaming.kafka.maxRetries",
     )
+    kafka_read_ahead_records: int = _key(
+        200_000,
+        "Records per partition a worker reads and decodes ahead of the direct Kafka "
+        "stream's next batch (sources.kafka_read_ahead), so that a batch's tasks find them "
+        "ready at the cut; 0 = off. Off with master='local' (the driver's own threads).",
+        None,
+    )
     kafka_fetch_timeout: float = _key(
         60.0,
         "Seconds a task reading a Kafka offset range may go without progress (broker down, "
@@ -477,6 +495,10 @@ class StreamingConf:
             )
         if self.kafka_max_rate_per_partition < 0 or self.kafka_min_rate_per_partition < 0:
             raise ConfigurationError("kafka_max/min_rate_per_partition must be >= 0")
+        if self.kafka_read_ahead_records < 0:
+            raise ConfigurationError(
+                f"kafka_read_ahead_records must be >= 0, got {self.kafka_read_ahead_records}"
+            )
         if self.kafka_max_retries < 0:
             raise ConfigurationError(f"kafka_max_retries must be >= 0, got {self.kafka_max_retries}")
         if self.receiver_max_pending_bytes < 1:

@@ -144,3 +144,21 @@ async def test_worker_process_does_not_import_user_main_module() -> None:
     finally:
         await runner.stop()
     assert mains == ["aiostream_engine.executor.worker"]
+
+
+def gc_thresholds(_: object) -> list[tuple[int, ...]]:
+    import gc
+
+    return [gc.get_threshold()]
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(50_000, (50_000, 20, 100)), (0, (700, 10, 10))])
+async def test_worker_gc_threshold_sets_the_workers_collector(
+    threshold: int, expected: tuple[int, ...]
+) -> None:
+    async with StreamingContext(1.0, master="local[2]", clock=ManualClock(0.0),
+                                conf={"worker_gc_threshold": threshold}) as ssc:
+        ssc.queue_stream([[1]]).foreach_rdd(lambda rdd: None)
+        await ssc.start()
+        seen = await ssc.spark_context.parallelize([1, 2], 2).map_partitions(gc_thresholds).acollect()
+    assert seen == [expected, expected]

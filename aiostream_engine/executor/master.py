@@ -37,6 +37,7 @@ def backend_for(master: str, conf: StreamingConf | None = None) -> ExecutorBacke
             nice=conf.worker_nice,
             local_dir=conf.local_dir,
             shared_memory_dir=conf.shared_memory_dir,
+            gc_threshold=conf.worker_gc_threshold,
         )
     local = _DASK_LOCAL_N.match(master)
     url = _DASK_URL.match(master)

@@ -28,7 +28,7 @@ from ..rdd.tasks import SharedSlices, TaskPlan
 from .base import WorkerLostError
 from .block_store import BlockRef, new_spill_dir, remove_disk_copies
 from .owned_dirs import OwnedDir, new_owned_dir
-from .protocol import ERROR, HEADER, NICE_ENV, PART_COUNT, request_parts
+from .protocol import ERROR, GC_THRESHOLD_ENV, HEADER, NICE_ENV, PART_COUNT, request_parts
 from .py_files import importable_here
 from .shared_input import share_records, worth_sharing
 from .worker_env import worker_environment
@@ -117,12 +117,14 @@ class ProcessPoolBackend:
     reads that slot's blocks from their disk copies (``block_store``)."""
 
     def __init__(
-        self, workers: int, nice: int = 0, local_dir: str | None = None, shared_memory_dir: str = ""
+        self, workers: int, nice: int = 0, local_dir: str | None = None, shared_memory_dir: str = "",
+        gc_threshold: int = 0,
     ) -> None:
         if workers < 1:
             raise ValueError("a process pool needs at least one worker")
         self._size = workers
         self._nice = nice
+        self._gc_threshold = gc_threshold
         self._local_dir = local_dir
         self._slots: list[_Worker] = []
         self._free: set[int] = set()
@@ -155,7 +157,8 @@ class ProcessPoolBackend:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_STREAM_LIMIT,
-            env={**worker_environment(), "PYTHONUNBUFFERED": "1", NICE_ENV: str(self._nice)},
+            env={**worker_environment(), "PYTHONUNBUFFERED": "1", NICE_ENV: str(self._nice),
+                 GC_THRESHOLD_ENV: str(self._gc_threshold)},
         )
         return _Worker(process, self.traffic)
 

@@ -32,6 +32,7 @@ RESULT, ERROR = b"R", b"E"
 
 #: Environment variable telling a worker how much to lower its priority.
 NICE_ENV = "AIOSTREAM_WORKER_NICE"
+GC_THRESHOLD_ENV = "AIOSTREAM_WORKER_GC_THRESHOLD"
 
 #: Records per slice: about a millisecond of pickling for lines of ~100 bytes.
 SLICE = 16_384

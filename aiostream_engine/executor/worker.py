@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import pickle
 import signal
@@ -22,6 +23,7 @@ import cloudpickle
 from aiostream_engine.executor.block_store import STORE
 from aiostream_engine.executor.protocol import (
     ERROR,
+    GC_THRESHOLD_ENV,
     HEADER,
     NICE_ENV,
     PART_COUNT,
@@ -31,6 +33,10 @@ from aiostream_engine.executor.protocol import (
 from aiostream_engine.rdd.tasks import execute_packed
 
 PIPE_SIZE = 1 << 20
+#: The older generations' thresholds beside ``worker_gc_threshold`` (Python's: 10, 10):
+#: with Python's, the full passes walking every record a task holds were what cost
+#: (0.5-0.75 s of processing at 300,000 Kafka readings/s, 0.13-0.5 s with these).
+WORKER_GC_OLDER = (20, 100)
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
@@ -97,6 +103,9 @@ def main() -> None:
     niceness = int(os.environ.get(NICE_ENV, "0"))
     if niceness > 0:
         os.nice(niceness)
+    gc_threshold = int(os.environ.get(GC_THRESHOLD_ENV, "0"))
+    if gc_threshold > 0:
+        gc.set_threshold(gc_threshold, *WORKER_GC_OLDER)
     _widen_pipes(sys.stdin.fileno(), sys.stdout.fileno())
     responses = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # user prints go to stderr
