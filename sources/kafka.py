@@ -41,6 +41,7 @@ error after bounded attempts.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,7 @@ from aiostream_engine.sources.kafka_offsets import (
 )
 from aiostream_engine.sources.kafka_params import ClientSettings, parse_kafka_params
 from aiostream_engine.sources.kafka_ranges import cut_ranges, max_records_per_partition
+from aiostream_engine.sources.kafka_read_ahead import ReadAhead
 from aiostream_engine.sources.kafka_types import (
     Decoder,
     KafkaDeadLetter,
@@ -100,10 +102,15 @@ class KafkaRangesRDD(RDD):
 
     def __init__(
         self, runner: TaskRunner, ranges: list[OffsetRange], settings: ClientSettings,
-        fetch_timeout: float, name: str,
+        fetch_timeout: float, name: str, read_ahead: ReadAhead | None = None,
+        homes: Mapping[TopicAndPartition, int] | None = None,
     ) -> None:
         super().__init__(runner, len(ranges), name)
-        self._inputs = [KafkaRangeInput(settings, r, fetch_timeout) for r in ranges]
+        self._inputs = [
+            KafkaRangeInput(settings, r, fetch_timeout, read_ahead,
+                            None if homes is None else homes.get(r.topic_and_partition))
+            for r in ranges
+        ]
 
     async def _uncached_plans(self) -> list[TaskPlan]:
         return [TaskPlan(i, description=str(i.offset_range)) for i in self._inputs]  # type: ignore[arg-type]
@@ -171,6 +178,12 @@ class DirectKafkaInputDStream(InputDStream):
         self._from_offsets = {_partition_key(p): int(o) for p, o in (from_offsets or {}).items()}
         self._offsets = KafkaOffsets(settings)
         self._worker_decoding = WorkerDecoding(self, FetchedDecoding(decoding))
+        ahead = ssc.conf.kafka_read_ahead_records
+        self._read_ahead = (
+            ReadAhead(f"{uuid.uuid4().hex}:{self.name}", decoding, ahead)
+            if ahead > 0 and ssc.master != "local" else None
+        )
+        self._homes: dict[TopicAndPartition, int] = {}
         self._current: dict[TopicAndPartition, int] | None = None
         self._ranges: dict[int, list[OffsetRange]] = {}
         self._descriptors: dict[int, list[tuple[str, int, int, int]]] = {}
@@ -256,9 +269,16 @@ class DirectKafkaInputDStream(InputDStream):
         ranges = self._ranges.pop(time_ms, [])
         raw = KafkaRangesRDD(
             self._ssc.spark_context, ranges, self.settings, self._ssc.conf.kafka_fetch_timeout,
-            self.name,
+            self.name, self._read_ahead, self._homes_of(ranges) if self._read_ahead else None,
         )
         return KafkaRDD(self._worker_decoding.rdd(time_ms, raw), ranges)
+
+    def _homes_of(self, ranges: list[OffsetRange]) -> dict[TopicAndPartition, int]:
+        """Each partition's worker, stable while the job runs (a new partition takes the
+        next): its read-ahead lives there."""
+        for r in ranges:
+            self._homes.setdefault(r.topic_and_partition, len(self._homes))
+        return self._homes
 
     async def batch_completed(self, time_ms: int) -> None:
         await self._worker_decoding.finish(time_ms)

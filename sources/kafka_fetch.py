@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import TopicPartition
 from aiokafka.client import AIOKafkaClient
@@ -50,8 +50,11 @@ from aiokafka.protocol.fetch import FetchRequest
 
 from aiostream_engine.errors import StreamingError
 from aiostream_engine.sources.kafka_params import ClientSettings
-from aiostream_engine.sources.kafka_records import FetchedRecords, RangeRecords
+from aiostream_engine.sources.kafka_records import DecodedChunk, FetchedRecords, RangeRecords
 from aiostream_engine.sources.kafka_types import Decoder, KafkaDeadLetter, KafkaMessage, OffsetRange
+
+if TYPE_CHECKING:
+    from aiostream_engine.sources.kafka_read_ahead import ReadAhead
 
 #: Bytes one Fetch request asks for (per partition and in all), unless the Kafka params set
 #: ``max.partition.fetch.bytes`` / ``fetch.max.bytes``: about 130,000 readings of 125 bytes.
@@ -120,12 +123,17 @@ class RecordDecoding:
 @dataclass(frozen=True)
 class FetchedDecoding:
     """The direct stream's worker-side ``Decoder``: its raw items are ``FetchedRecords``
-    (one per fetched range), decoded record batch by record batch as they are iterated."""
+    (one per fetched range), decoded record batch by record batch as they are iterated, or
+    ``DecodedChunk``s a read-ahead decoded already."""
 
     decoding: RecordDecoding
 
     def decode(self, raw: Iterator[Any], dead: list[Any]) -> Iterator[list[Any]]:
         for fetched in raw:
+            if isinstance(fetched, DecodedChunk):  # decoded ahead (kafka_read_ahead)
+                dead.extend(fetched.dead)
+                yield fetched.records
+                continue
             for records in fetched.record_batches():
                 yield self.decoding.records(records, dead, fetched.topic, fetched.partition)
 
@@ -138,9 +146,19 @@ class KafkaRangeInput:
     settings: ClientSettings
     offset_range: OffsetRange
     fetch_timeout: float = 60.0
+    #: The worker's read-ahead serves the range when it holds it (``kafka_read_ahead``).
+    read_ahead: ReadAhead | None = None
+    #: The worker this partition's tasks run on (a stable index per topic partition).
+    placement: int | None = None
 
     def open(self) -> Iterator[Any]:
+        if self.read_ahead is not None and self.offset_range.count > 0:
+            return self.read_ahead.open(self)
         return iter(self.fetch())
+
+    def for_range(self, offsets: OffsetRange) -> KafkaRangeInput:
+        """This input reading ``offsets`` itself (no read-ahead)."""
+        return KafkaRangeInput(self.settings, offsets, self.fetch_timeout)
 
     def fetch(self) -> list[FetchedRecords]:
         """The range's records, as one ``FetchedRecords`` (none for an empty range)."""
@@ -162,17 +180,7 @@ class _ThreadKafka:
     async def _client(self, settings: ClientSettings) -> AIOKafkaClient:
         client = self.clients.get(settings)
         if client is None:
-            extra = dict(settings.consumer)
-            oauth = extra.get("sasl_oauth_token_provider")
-            client = AIOKafkaClient(**settings.client_kwargs(
-                **({"sasl_oauth_token_provider": oauth} if oauth is not None else {})
-            ))
-            try:
-                await client.bootstrap()
-            except BaseException:
-                await client.close()
-                raise
-            self.clients[settings] = client
+            client = self.clients[settings] = await new_client(settings)
         return client
 
     def _run(self, coroutine: Any) -> Any:
@@ -211,6 +219,34 @@ class _ThreadKafka:
                 self._drop(settings)
             self.loop.close()
             self.closed = True
+
+
+async def new_client(settings: ClientSettings) -> AIOKafkaClient:
+    """A bootstrapped aiokafka client (metadata and connections) for ``settings``."""
+    oauth = dict(settings.consumer).get("sasl_oauth_token_provider")
+    client = AIOKafkaClient(**settings.client_kwargs(
+        **({"sasl_oauth_token_provider": oauth} if oauth is not None else {})
+    ))
+    try:
+        await client.bootstrap()
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+async def one_fetch(
+    client: AIOKafkaClient, settings: ClientSettings, offsets: OffsetRange, wait_ms: int
+) -> FetchedRecords:
+    """One Fetch request from ``offsets.from_offset`` (the broker holds it up to ``wait_ms``
+    when it has nothing): what it brought of ``offsets``, ending where the next Fetch
+    starts. Errors are raised as they come (no retry)."""
+    fetch = _RangeFetch(settings, offsets, timeout=0.0)
+    fetch.wait_ms = wait_ms
+    await client.add_topic(offsets.topic)
+    await fetch._fetch_once(client)
+    got = fetch.range.fetched()
+    return FetchedRecords(got.topic, got.partition, got.from_offset, fetch.range.position, got.batches)
 
 
 class _RangeFetch:

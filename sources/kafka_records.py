@@ -26,6 +26,7 @@ missing from the log (compaction, markers) never stall a range.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -58,6 +59,29 @@ class FetchedRecords:
                 yield batch
             else:
                 yield (r for r in batch if low <= r.offset < high)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedChunk:
+    """Records of one partition decoded ahead of their task (``kafka_read_ahead``):
+    ``records`` (at ``offsets``, in order) and ``dead`` letters of ``[first_offset,
+    next_offset)``."""
+
+    first_offset: int
+    next_offset: int
+    offsets: list[int]
+    records: list[Any]
+    dead: list[Any]
+
+    def split(self, at: int) -> tuple[DecodedChunk, DecodedChunk]:
+        """The part before offset ``at`` and the part from it on."""
+        cut = bisect_left(self.offsets, at)
+        dead_before = [d for d in self.dead if d.offset < at]
+        dead_after = self.dead[len(dead_before):]
+        return (
+            DecodedChunk(self.first_offset, at, self.offsets[:cut], self.records[:cut], dead_before),
+            DecodedChunk(at, self.next_offset, self.offsets[cut:], self.records[cut:], dead_after),
+        )
 
 
 class RangeRecords:

@@ -350,13 +350,14 @@ class TaskPlan:
     @property
     def placement(self) -> int | None:
         """The partition whose blocks this task reads or writes, if any: a backend with
-        several workers runs it where that partition's blocks live."""
+        several workers runs it where that partition's blocks live. Else the input's own
+        ``placement``, if it has one (a Kafka partition's worker keeps reading it ahead)."""
         if isinstance(self.input, BlockInput):
             return self.input.block.partition
         for block in (*self.reads, self.store_as):
             if block is not None:
                 return block.partition
-        return None
+        return getattr(self.input, "placement", None)
 
 
 def execute_task(plan: TaskPlan, index: int) -> list[Any]:
