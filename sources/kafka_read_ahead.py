@@ -18,9 +18,10 @@ first batch, a replayed or retried range, a range the buffer skipped, a read-ahe
 hit a broker error) the task fetches its range itself, as without read-ahead, with every
 error and retry of that path, and the read-ahead starts again at the range's end. The
 decoders must be what Spark's are, functions of the record: decoding ahead then gives the
-records and dead letters the task would have made. A buffer holds at most
-``kafka_read_ahead_records`` records; a longer range takes what is buffered and fetches
-the rest. A read-ahead no task has used for ``IDLE_SECONDS`` ends.
+records and dead letters the task would have made. A buffer stops reading at
+``kafka_read_ahead_records`` records (so it holds at most that plus one Fetch's worth); a
+longer range takes what is buffered and fetches the rest. A read-ahead no task has used
+for ``IDLE_SECONDS`` ends and drops its buffer.
 """
 
 from __future__ import annotations
@@ -293,6 +294,10 @@ class _Registry:
             return
 
         async def closing() -> None:
+            readers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
             for client in self.clients.values():
                 await client.close()
 

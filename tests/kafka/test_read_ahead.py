@@ -6,12 +6,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from aiostream_engine import ManualClock, StreamingContext
-from aiostream_engine.sources.kafka import KafkaDeadLetter
-from aiostream_engine.sources.kafka_read_ahead import _Buffer
-from aiostream_engine.sources.kafka_records import DecodedChunk
+from aiostream_engine.sources.kafka import KafkaDeadLetter, OffsetRange, utf8_decoder
+from aiostream_engine.sources.kafka_fetch import FetchedDecoding, KafkaRangeInput, RecordDecoding
+from aiostream_engine.sources.kafka_params import parse_kafka_params
+from aiostream_engine.sources.kafka_read_ahead import ReadAhead, _Buffer, _registry
+from aiostream_engine.sources.kafka_records import DecodedChunk, FetchedRecords
 from aiostream_engine.testing import advance_batches, collect_batches
 from tests.kafka_brokers import create_topic, produce, unique_topic
 
@@ -96,3 +100,36 @@ async def test_batches_read_ahead_equal_batches_fetched_by_their_tasks(kafka_bro
     assert ahead[2][0] != ["kafka-read-ahead"]
     assert all(threads == ["kafka-read-ahead"] for threads in ahead[2][1:] if threads)
     assert all("kafka-read-ahead" not in threads for threads in fetched[2])
+
+
+async def test_a_full_read_ahead_serves_what_it_holds_and_the_task_fetches_the_rest(
+    kafka_broker: Any,
+) -> None:
+    topic = unique_topic()
+    await create_topic(kafka_broker.bootstrap, topic, 1)
+    settings = parse_kafka_params({"bootstrap.servers": kafka_broker.bootstrap})
+    ahead = ReadAhead(unique_topic("stream"), RecordDecoding(utf8_decoder, utf8_decoder), max_records=5)
+
+    def task(start: int, until: int) -> list[Any]:
+        return list(ahead.open(KafkaRangeInput(settings, OffsetRange(topic, 0, start, until), 20.0)))
+
+    def decoded(items: list[Any]) -> list[Any]:
+        return [r for chunk in FetchedDecoding(ahead.decoding).decode(iter(items), []) for _, r in [*chunk]]
+
+    def buffered() -> int:
+        reader = _registry().reader(ahead, settings, topic, 0)
+        with reader.changed:
+            return reader.buffer.records
+
+    await produce(kafka_broker.bootstrap, topic, [(0, None, f"v{i}".encode()) for i in range(10)])
+    first = await anyio.to_thread.run_sync(task, 0, 10)  # not read ahead: the task fetched it
+    assert [type(i) for i in first] == [FetchedRecords] and decoded(first) == [f"v{i}" for i in range(10)]
+    await produce(kafka_broker.bootstrap, topic, [(0, None, f"v{i}".encode()) for i in range(10, 20)])
+    with anyio.fail_after(20):
+        while buffered() < 5:  # the read-ahead thread fetches 10-19, then is full
+            await anyio.sleep(0.02)
+    await produce(kafka_broker.bootstrap, topic, [(0, None, f"v{i}".encode()) for i in range(20, 40)])
+    second = await anyio.to_thread.run_sync(task, 10, 40)
+    assert {type(i) for i in second[:-1]} == {DecodedChunk} and type(second[-1]) is FetchedRecords
+    assert decoded(second) == [f"v{i}" for i in range(10, 40)]
+    assert second[-1].from_offset == 20  # the task fetched from where the buffer ended
