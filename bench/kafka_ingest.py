@@ -22,10 +22,12 @@ The engine runs as the throughput bench runs it: workers at the driver's priorit
 machine, while the hand-written loop and the broker run at normal priority) and uvloop
 (for the hand-written loop too).
 
-Latency: a producer process (confluent-kafka) offers half, then a quarter, of the engine's
-Kafka rate for ``--latency-seconds`` with 1 s batches; each reading carries its send time,
-and each batch's tasks return a sample of them (every 50th), so end-to-end latency = batch
-output done - send time, p50/p99 over the sample.
+Latency: a load generator process (``bench.kafka_load``: W2 readings in record batches
+built beforehand, stamped and sent at the rate) offers half, then a quarter, of the
+engine's Kafka rate for ``--latency-seconds`` with 1 s batches; each reading carries its
+send time in ``ts``, and each batch's tasks return a sample of them (every 50th), so
+end-to-end latency = batch output done - send time, p50/p99 over the sample. The workers
+read ahead (``kafka_read_ahead_records``, sources/kafka_read_ahead.py), as by default.
 
 Bytes through the driver: the process pool's pipe traffic per batch, for batches of 10k and
 of N records: the tasks fetch from the broker, so what crosses the driver is the plans and
@@ -71,28 +73,6 @@ PARTITIONS = 4
 #: Seconds of the latency runs not measured (the workers' Kafka clients starting).
 WARMUP = 5.0
 TOPIC = "w2"
-
-# Offers `rate` readings/s for `seconds` with their send time in "sent"; prints the count.
-# The JSON is formatted, not json.dumps'd: the load generator shares the two cores with what
-# it measures, so it should take as little of them as it can.
-PRODUCER = r"""
-import json, sys, time
-from confluent_kafka import Producer
-bootstrap, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 1000000})
-sent, start, slice_s = 0, time.time(), 0.01
-while (now := time.time()) < start + seconds:
-    due = int((now - start) * rate)
-    while sent < due:
-        p.produce(topic, f'{{"device_id": "dev-{sent % 10000:05d}", "temp": 20.5, '
-                         f'"sent": {time.time()!r}, "seq": {sent}}}'.encode())
-        sent += 1
-    p.poll(0)
-    time.sleep(slice_s)
-p.flush(30)
-print(json.dumps({"sent": sent, "seconds": time.time() - start}))
-"""
-
 
 async def produce_lines(bootstrap: str, lines: list[str]) -> None:
     producer = AIOKafkaProducer(
@@ -212,7 +192,7 @@ async def latency(bootstrap: str, topic: str, rate: float, seconds: float) -> di
             sent = []
             for i, (_, reading) in enumerate(records):
                 if i % 50 == 0:
-                    sent.append(reading["sent"])
+                    sent.append(reading["ts"])  # the generator's send time
             return sent
 
         async def measure(rdd: Any) -> None:
@@ -226,8 +206,9 @@ async def latency(bootstrap: str, topic: str, rate: float, seconds: float) -> di
         # start the workers' Kafka clients (seconds on a loaded machine) and queue behind them.
         measured_from = time.time() + WARMUP
         producer = await anyio.run_process(
-            [sys.executable, "-c", PRODUCER, bootstrap, topic, str(rate), str(seconds + WARMUP)],
-            check=True,
+            [sys.executable, "-m", "bench.kafka_load", bootstrap, topic, str(PARTITIONS), str(rate),
+             str(seconds + WARMUP)],
+            check=True, cwd=ROOT,
         )
         await anyio.sleep(2.5)
         history = [b for b in ssc.batch_history if b.batch_time >= measured_from]
@@ -235,6 +216,7 @@ async def latency(bootstrap: str, topic: str, rate: float, seconds: float) -> di
     samples.sort()
     return {
         "offered_per_s": produced["sent"] / produced["seconds"],
+        "generator_cpu_share": produced["cpu_s"] / produced["seconds"],
         "sampled": len(samples),
         "p50_s": samples[len(samples) // 2] if samples else None,
         "p99_s": samples[int(len(samples) * 0.99)] if samples else None,
@@ -357,18 +339,19 @@ def write(result: dict[str, Any]) -> None:
         f"included): {result['engine_memory_first_batch_per_s']:,.0f} events/s. Workers at the "
         "driver's priority (worker_nice 0) and uvloop, as in bench/results/throughput.md.",
         "",
-        "End-to-end latency (send to batch output done), 1 s batches, readings offered by a "
-        "confluent-kafka producer process on the same two cores (it takes a good part of one "
-        f"at these rates), every 50th reading sampled after a {WARMUP:g} s warm-up; target: "
-        "p99 < 1.5 s at half the sustainable rate:",
+        "End-to-end latency (send to batch output done), 1 s batches, readings offered by "
+        "bench/kafka_load.py (record batches built beforehand, stamped at send) on the same "
+        "two cores as the broker and the engine, every 50th reading sampled after a "
+        f"{WARMUP:g} s warm-up; the workers read ahead (kafka_read_ahead_records, the "
+        "default); target: p99 < 1.5 s at half the sustainable rate:",
         "",
         "| offered | fraction of the engine's Kafka rate above | p50 (s) | p99 (s) | max (s) "
-        "| batch processing p50 (s) | p99 < 1.5 s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| batch processing p50 (s) | generator CPU (cores) | p99 < 1.5 s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         *[
             f"| {lat['offered_per_s']:,.0f}/s | {lat['fraction']:.2f} | {lat['p50_s']:.3f} | "
             f"{lat['p99_s']:.3f} | {lat['max_s']:.3f} | {lat['processing_delay_p50_s']:.3f} | "
-            f"{'yes' if lat['p99_s'] < 1.5 else 'no'} |"
+            f"{lat['generator_cpu_share']:.2f} | {'yes' if lat['p99_s'] < 1.5 else 'no'} |"
             for lat in lats
         ],
         "",
