@@ -21,16 +21,22 @@ def run_benchmark(
     name: str,
     description: str,
     quick_help: str,
-    run: Callable[[bool], dict[str, Any]],
+    run: Callable[..., dict[str, Any]],
     markdown: Callable[[dict[str, Any]], str],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> None:
+    """``options`` adds a benchmark's own options; ``run`` gets them as keywords after
+    ``quick``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help=f"{quick_help}; print only")
-    args = parser.parse_args()
-    result = run(args.quick)
+    if options is not None:
+        options(parser)
+    args = vars(parser.parse_args())
+    quick = args.pop("quick")
+    result = run(quick, **args)
     table = markdown(result)
     print(table)
-    if not args.quick:
+    if not quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
         (RESULTS / f"{name}.md").write_text(table)

@@ -10,13 +10,21 @@ whose median stays under the interval (and, from a receiver, whose batches each 
 The W2 runs at N = 800,000 also give each peer's CPU per batch: the driver process and its
 workers, separately.
 
-    python -m bench.receiver_feed [--quick]
+Interleaved with the peers, the bare work: the per-record work alone (the pool's chunk
+functions over the same chunks, one process, no loop, pool or engine), median CPU seconds
+per batch. No engine on two cores can run a batch in less than half of it, so N over half
+the bare work is the 2-core ceiling, and a target above it cannot be reached.
 
-Writes bench/results/receiver_feed.json and bench/results/receiver_feed.md.
+    python -m bench.receiver_feed [--quick] [--rounds R] [--add]
+
+Writes bench/results/receiver_feed.json and bench/results/receiver_feed.md; ``--add``
+appends its rounds to the saved JSON's (each run under the bench lock stays short).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import random
@@ -26,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cost_cli import run_benchmark
+from .cost_cli import RESULTS, run_benchmark
 from .method import Job, Plan
 from .procmem import run_child
 
@@ -36,19 +44,34 @@ PEERS = {
     "aiostream-preplaced": "aiostream local[2], pre-placed (parallelize)",
     "asyncio-pool": "asyncio + ProcessPoolExecutor(2)",
 }
+BARE = "bare-work"
 SIZES = {"W1": [560_000, 800_000], "W2": [800_000, 1_120_000]}
 CPU_SIZE = 800_000
+CORES = 2
+TARGET_OVER_POOL = 1.5
 
 
-def run(quick: bool, say: Any = print) -> dict[str, Any]:
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, help="rounds to run (default 3, 1 with --quick)")
+    parser.add_argument("--add", action="store_true",
+                        help="append the rounds to those of the saved receiver_feed.json")
+
+
+def run(quick: bool, rounds: int | None = None, add: bool = False,
+        say: Any = print) -> dict[str, Any]:
     plan = Plan(warmup=2, measured=3) if quick else Plan(warmup=3, measured=5)
-    rounds = 1 if quick else 3
+    runs: list[dict[str, Any]] = []
+    if add:
+        saved = json.loads((RESULTS / "receiver_feed.json").read_text())
+        if Plan(**saved["plan"]) != plan:
+            raise SystemExit(f"--add: the saved rounds ran {saved['plan']}, not {plan}")
+        runs = saved["runs"]
     log_dir = Path(tempfile.mkdtemp(prefix="aiostream-receiver-feed-"))
     say(f"runner logs in {log_dir}")
-    runs: list[dict[str, Any]] = []
-    order = [(w, n, e) for w, sizes in SIZES.items() for n in sizes for e in PEERS]
-    rng = random.Random(14)
-    for round_index in range(rounds):
+    order = [(w, n, e) for w, sizes in SIZES.items() for n in sizes for e in [*PEERS, BARE]]
+    first = max((r["round"] for r in runs), default=-1) + 1
+    rng = random.Random(14 + first)
+    for round_index in range(first, first + (rounds or (1 if quick else 3))):
         rng.shuffle(order)
         for workload, size, engine in order:
             job = Job(workload, engine, "local[2]", [size], 0, floor=False, plan=plan)
@@ -61,7 +84,7 @@ def run(quick: bool, say: Any = print) -> dict[str, Any]:
             measured = result["times"][result["warmup"]:]
             say(f"round {round_index} {workload} N={size:,} {engine}: median "
                 f"{statistics.median(measured) if measured else float('nan'):.3f} s")
-    return {"plan": plan.__dict__, "rounds": rounds, "runs": runs,
+    return {"plan": plan.__dict__, "rounds": len({r["round"] for r in runs}), "runs": runs,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "load_average": os.getloadavg(), "finished": time.time()}
 
@@ -92,6 +115,13 @@ def sustainable(by_key: dict[tuple[str, int, str], dict[str, Any]], workload: st
     return max(passing) if passing else None
 
 
+def ceiling(by_key: dict[tuple[str, int, str], dict[str, Any]], workload: str,
+            size: int) -> tuple[float, float] | None:
+    """(bare work CPU per batch, N / (that / CORES)): the most any engine could do."""
+    bare = (by_key.get((workload, size, BARE)) or {}).get("median")
+    return (bare, size / (bare / CORES)) if bare else None
+
+
 def table(results: dict[str, Any]) -> str:
     plan = Plan(**results["plan"])
     by_key = figures(results)
@@ -104,16 +134,19 @@ def table(results: dict[str, Any]) -> str:
         "every measured batch of every round; throughput = N / median.",
         "",
         "| workload | N | " + " | ".join(PEERS.values())
-        + " | receiver / pre-placed | receiver / asyncio pool |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        + " | receiver / pre-placed | receiver / asyncio pool | bare work, CPU / batch "
+        f"| {CORES}-core ceiling |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for workload, sizes in SIZES.items():
         for size in sizes:
             found = [by_key.get((workload, size, e)) for e in PEERS]
             cells = [_cell(size, f) for f in found]
             rec, pre, pool = (size / f["median"] if f and f["median"] else None for f in found)
+            bare, limit = ceiling(by_key, workload, size) or (None, None)
             lines.append(f"| {workload} | {size // 1000}k | {' | '.join(cells)} | "
-                         f"{_ratio(rec, pre)} | {_ratio(rec, pool)} |")
+                         f"{_ratio(rec, pre)} | {_ratio(rec, pool)} | {_seconds(bare)} | "
+                         f"{_rate(limit)} |")
     lines += ["", "Sustainable (largest N above whose median stays under 1 s):", ""]
     for workload in SIZES:
         best = {e: sustainable(by_key, workload, e) for e in PEERS}
@@ -125,21 +158,45 @@ def table(results: dict[str, Any]) -> str:
     for workload in SIZES:
         rec, pre, pool = (sustainable(by_key, workload, e) for e in PEERS)
         lines.append(f"- {workload}: {_target(rec, pre, 0.95)} of pre-placed; "
-                     f"{_target(rec, pool, 1.5)} of the asyncio pool")
+                     f"{_target(rec, pool, TARGET_OVER_POOL)} of the asyncio pool")
+    lines += ["", f"The bare work and its {CORES}-core ceiling: the per-record work alone (the "
+              "pool's chunk functions over the same chunks in one process, no loop, no pool, "
+              "no engine), median CPU seconds per batch; no engine on "
+              f"{CORES} cores runs a batch in less than 1/{CORES} of it, so N over that is the "
+              "most any engine could sustain, with no driver, no scheduling and perfect "
+              f"parallelism. {TARGET_OVER_POOL}x the pool against the ceiling at the pool's "
+              "sustainable N:", ""]
+    for workload in SIZES:
+        pool = sustainable(by_key, workload, "asyncio-pool")
+        bound = ceiling(by_key, workload, pool[0]) if pool else None
+        if not pool or not bound:
+            lines.append(f"- {workload}: not measured")
+            continue
+        wanted = TARGET_OVER_POOL * pool[1]
+        verdict = ("above the ceiling: unreachable" if wanted > bound[1]
+                   else "within the ceiling: reachable in principle")
+        lines.append(f"- {workload}: {TARGET_OVER_POOL}x the pool = {_rate(wanted)}; ceiling at "
+                     f"N={pool[0] // 1000}k {_rate(bound[1])} (bare work {bound[0]:.3f} s per "
+                     f"batch); {TARGET_OVER_POOL}x the pool is {wanted / bound[1]:.2f}x the "
+                     f"ceiling, {verdict}")
     lines += [
         "",
         f"CPU per batch, W2 at N = {CPU_SIZE:,} (seconds of CPU per 1 s batch, mean over the "
-        "measured batches and rounds; median processing time beside):",
+        "measured batches and rounds; median processing time beside; the total against "
+        "the bare work's median CPU per batch):",
         "",
-        "| peer | driver CPU / batch | workers' CPU / batch | median processing |",
-        "| --- | ---: | ---: | ---: |",
+        "| peer | driver CPU / batch | workers' CPU / batch | total / bare work | median processing |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
+    bare, _ = ceiling(by_key, "W2", CPU_SIZE) or (None, None)
     for engine, name in PEERS.items():
         entry = by_key.get(("W2", CPU_SIZE, engine), {})
         driver = statistics.mean(entry["driver"]) if entry.get("driver") else None
         workers = statistics.mean(entry["workers"]) if entry.get("workers") else None
+        total = driver + workers if driver is not None and workers is not None else None
         lines.append(f"| {name} | {_seconds(driver)} | {_seconds(workers)} | "
-                     f"{_seconds(entry.get('median'))} |")
+                     f"{_ratio(total, bare)} | {_seconds(entry.get('median'))} |")
+    lines.append(f"| the bare work (one process) | - | {_seconds(bare)} | 1.00x | - |")
     lines += ["", "The asyncio pool does the same work per record (decode, parse, reduce per key) in "
               "its two workers and merges four dicts on the loop: the CPU a batch costs, driver "
               "and workers together, is what bounds both on two cores, and the engine's share "
@@ -162,6 +219,10 @@ def _target(ours: tuple[int, float] | None, peer: tuple[int, float] | None, targ
     return f"{ratio:.2f}x ({'met' if ratio >= target else 'missed'})"
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}/s"
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
@@ -171,7 +232,7 @@ def _seconds(value: float | None) -> str:
 
 
 def main() -> None:
-    run_benchmark("receiver_feed", __doc__.split("\n")[0], "short runs", run, table)
+    run_benchmark("receiver_feed", __doc__.split("\n")[0], "short runs", run, table, options)
 
 
 if __name__ == "__main__":

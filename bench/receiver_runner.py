@@ -15,15 +15,24 @@ subprocess by ``bench.receiver_feed``), three ways, each with its CPU time per b
   each worker decodes, parses and reduces its chunk (``workloads.word_count`` /
   ``device_totals``), the loop merges the four dicts.
 
-Every way sees the same lines (the workload's seeded data); the receiver and the loop get
-them as the same four byte buffers, built before the size's timing starts. CPU per
-measured batch: the driver process (every thread) and its worker processes, separately.
+And, not a peer but the floor under all three, ``bare-work``: the per-record work alone,
+the pool's chunk functions over the same four chunks one after the other in this one
+process (no loop, no pool, no engine); a batch's "time" is its CPU seconds
+(``time.process_time``), batches back to back. Half of it is what a batch costs at the
+least on two cores, whatever runs it.
+
+Every way sees the same lines (the workload's seeded data); the receiver, the loop and the
+bare work get them as the same four byte buffers, built before the size's timing starts.
+CPU per measured batch: the driver process (every thread) and its worker processes,
+separately.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -109,7 +118,12 @@ class RawFeed(Receiver):
             deadline += BLOCK_INTERVAL
 
 
-class FedSession(EngineSession):
+class W1W2Only:
+    def available(self, workload: str) -> str | None:
+        return None if workload in ("W1", "W2") else "W1 and W2 only"
+
+
+class FedSession(W1W2Only, EngineSession):
     """Our engine, its batches fed by a receiver (``receiver=True``) or pre-placed, with
     the CPU of each batch."""
 
@@ -118,9 +132,6 @@ class FedSession(EngineSession):
         self.receiver = receiver
         self.cpu = CpuMeter()
         self.records: list[int] = []
-
-    def available(self, workload: str) -> str | None:
-        return None if workload in ("W1", "W2") else "W1 and W2 only"
 
     def conf(self) -> dict[str, Any]:
         return {**bench_conf(), "block_interval": BLOCK_INTERVAL, "receiver_max_pending_bytes": "2g"}
@@ -160,6 +171,11 @@ def w2_chunk(data: bytes) -> dict[str, tuple[float, int]]:
     return device_totals(data.split(b"\n")[:-1])
 
 
+def chunk_work(workload: str) -> Callable[[bytes], dict[str, Any]]:
+    """What the peer's workers (and the bare work) do with one chunk of the batch."""
+    return w1_chunk if workload == "W1" else w2_chunk
+
+
 def merge_counts(into: dict[str, Any], part: dict[str, Any]) -> None:
     for key, value in part.items():
         old = into.get(key)
@@ -172,13 +188,10 @@ def merge_pairs(into: dict[str, Any], part: dict[str, Any]) -> None:
         into[key] = (temp, count) if old is None else (old[0] + temp, old[1] + count)
 
 
-class PoolLoopSession:
+class PoolLoopSession(W1W2Only):
     """asyncio + ProcessPoolExecutor(2): a batch every interval, its chunks in the pool,
     the partial dicts merged on the loop; batches one after the other, like the engine's
     one job at a time (a late batch starts late)."""
-
-    def available(self, workload: str) -> str | None:
-        return None if workload in ("W1", "W2") else "W1 and W2 only"
 
     def run_size(self, job: Job, lines: list[str], size: int) -> SizeResult:
         return asyncio.run(self._run(job, lines, size))
@@ -189,7 +202,7 @@ class PoolLoopSession:
     async def _run(self, job: Job, lines: list[str], size: int) -> SizeResult:
         plan = job.plan
         chunks = [data for data, _ in chunks_of(lines)]
-        work: Callable[[bytes], dict[str, Any]] = w1_chunk if job.workload == "W1" else w2_chunk
+        work = chunk_work(job.workload)
         merge = merge_counts if job.workload == "W1" else merge_pairs
         tracker = BatchTracker(plan, job.workload)
         cpu = CpuMeter()
@@ -215,9 +228,32 @@ class PoolLoopSession:
         )
 
 
+class BareWorkSession(W1W2Only):
+    """The per-record work alone: each batch's chunks through ``chunk_work`` in this
+    process, CPU seconds per batch, never stopped early (a batch over the interval is
+    not late here: there is no interval)."""
+
+    def run_size(self, job: Job, lines: list[str], size: int) -> SizeResult:
+        chunks = [data for data, _ in chunks_of(lines)]
+        work = chunk_work(job.workload)
+        tracker = BatchTracker(dataclasses.replace(job.plan, abort_factor=math.inf), job.workload)
+        wall_start = time.time()
+        while not tracker.done:
+            start = time.process_time()
+            for chunk in chunks:
+                work(chunk)
+            tracker.add(time.process_time() - start)
+        return SizeResult.from_tracker(size, tracker, wall=(wall_start, time.time()))
+
+    def close(self) -> None:
+        return None
+
+
 def session_for(job: Job) -> Any:
     if job.engine == "asyncio-pool":
         return PoolLoopSession()
+    if job.engine == "bare-work":
+        return BareWorkSession()
     return FedSession(job.master, receiver=job.engine == "aiostream-receiver")
 
 
