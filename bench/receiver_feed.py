@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .cost_cli import RESULTS, run_benchmark
 from .method import Job, Plan
 from .procmem import run_child
@@ -75,18 +77,32 @@ def run(quick: bool, rounds: int | None = None, add: bool = False,
         rng.shuffle(order)
         for workload, size, engine in order:
             job = Job(workload, engine, "local[2]", [size], 0, floor=False, plan=plan)
+            before, started = _cpu_seconds(), time.monotonic()
             child = run_child(MODULE, job.to_json(), 600, log_dir)
+            after, wall = _cpu_seconds(), time.monotonic() - started
             sizes = (child.result or {}).get("sizes") or []
             result = sizes[0] if sizes else {"times": [], "warmup": plan.warmup, "aborted": True,
                                              "extra": {"error": f"failed, see {child.log}"}}
+            others = (after[0] - before[0] - (after[1] - before[1])) / wall
             runs.append({"round": round_index, "workload": workload, "size": size,
-                         "engine": engine, **result})
+                         "engine": engine, "other_cores": others, **result})
             measured = result["times"][result["warmup"]:]
             say(f"round {round_index} {workload} N={size:,} {engine}: median "
-                f"{statistics.median(measured) if measured else float('nan'):.3f} s")
+                f"{statistics.median(measured) if measured else float('nan'):.3f} s "
+                f"(other processes {others:.2f} cores)")
     return {"plan": plan.__dict__, "rounds": len({r["round"] for r in runs}), "runs": runs,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "load_average": os.getloadavg(), "finished": time.time()}
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds the machine spent busy (stolen by its host included), and those of this
+    process and its children that ended: the difference over a run is what other
+    processes took from it."""
+    m = psutil.cpu_times()
+    mine = os.times()
+    return (m.user + m.nice + m.system + m.irq + m.softirq + m.steal,
+            mine.user + mine.system + mine.children_user + mine.children_system)
 
 
 def figures(results: dict[str, Any]) -> dict[tuple[str, int, str], dict[str, Any]]:
@@ -128,8 +144,9 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         "# W1 and W2 with new data every batch (bench/receiver_feed.py)",
         "",
-        f"{results['machine']}; load average at the end {results['load_average'][0]:.1f} "
-        f"(the machine is shared: the peers ran interleaved, {results['rounds']} rounds, each "
+        f"{results['machine']}; load average at the end {results['load_average'][0]:.1f}; "
+        f"{_others(results['runs'])} (the machine is shared: the peers ran interleaved, "
+        f"{results['rounds']} rounds, each "
         f"size run {plan.warmup} warm-up + {plan.measured} measured 1 s batches). Medians over "
         "every measured batch of every round; throughput = N / median.",
         "",
@@ -217,6 +234,15 @@ def _target(ours: tuple[int, float] | None, peer: tuple[int, float] | None, targ
         return "not measured"
     ratio = ours[1] / peer[1]
     return f"{ratio:.2f}x ({'met' if ratio >= target else 'missed'})"
+
+
+def _others(runs: list[dict[str, Any]]) -> str:
+    """What other processes took of the machine during the runs."""
+    cores = [r["other_cores"] for r in runs if "other_cores" in r]
+    if not cores:
+        return "CPU of other processes not measured"
+    return (f"other processes used {statistics.mean(cores):.2f} cores on average during the "
+            f"runs ({max(cores):.2f} at most)")
 
 
 def _rate(value: float | None) -> str:
