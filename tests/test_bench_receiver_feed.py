@@ -50,6 +50,6 @@ def test_ceiling_is_n_over_half_the_bare_work() -> None:
 
 def test_a_target_above_the_ceiling_is_called_unreachable() -> None:
     # 1.5x a pool at 0.5 s is N / 0.333 s; the ceiling N / 0.4 s is below it.
-    assert "above the ceiling at every size: unreachable" in table(_results(pool_s=0.5, bare_s=0.8))
+    assert "above it: unreachable" in table(_results(pool_s=0.5, bare_s=0.8))
     # A pool at 0.9 s: 1.5x it is N / 0.6 s, under the ceiling N / 0.4 s.
-    assert "reachable in principle" in table(_results(pool_s=0.9, bare_s=0.8))
+    assert "within it: reachable in principle" in table(_results(pool_s=0.9, bare_s=0.8))
