@@ -15,11 +15,13 @@ subprocess by ``bench.receiver_feed``), three ways, each with its CPU time per b
   each worker decodes, parses and reduces its chunk (``workloads.word_count`` /
   ``device_totals``), the loop merges the four dicts.
 
-And, not a peer but the floor under all three, ``bare-work``: the per-record work alone,
-the pool's chunk functions over the same four chunks one after the other in this one
-process (no loop, no pool, no engine); a batch's "time" is its CPU seconds
+And, not peers but the floor under all three, ``bare-work``: the per-record work alone,
+the pool's chunk functions over the same four chunks one after the other in one process
+(no loop, no pool, no engine); a batch's "time" is its CPU seconds
 (``time.process_time``), batches back to back. Half of it is what a batch costs at the
-least on two cores, whatever runs it.
+least on two cores, whatever runs it, if two cores did twice the work of one.
+``bare-work-2``: the same work split over two processes started at once (two chunks each,
+already in place), a batch's time its wall time: what two cores of this machine do.
 
 Every way sees the same lines (the workload's seeded data); the receiver, the loop and the
 bare work get them as the same four byte buffers, built before the size's timing starts.
@@ -33,6 +35,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -228,22 +231,51 @@ class PoolLoopSession(W1W2Only):
         )
 
 
+def _bare_worker(conn: Any, chunks: list[bytes], work: Callable[[bytes], Any]) -> None:
+    """One process of the bare work: at each go, its chunks, then its CPU seconds."""
+    while conn.recv():
+        start = time.process_time()
+        for chunk in chunks:
+            work(chunk)
+        conn.send(time.process_time() - start)
+
+
 class BareWorkSession(W1W2Only):
-    """The per-record work alone: each batch's chunks through ``chunk_work`` in this
-    process, CPU seconds per batch, never stopped early (a batch over the interval is
-    not late here: there is no interval)."""
+    """The per-record work alone, in ``processes`` forked processes holding their share of
+    the chunks (nothing crosses a pipe but a go and a number), all started at once per
+    batch, back to back, never stopped early. A batch's time is its CPU seconds with one
+    process, its wall time with more; ``extra`` holds every batch's CPU seconds."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
 
     def run_size(self, job: Job, lines: list[str], size: int) -> SizeResult:
         chunks = [data for data, _ in chunks_of(lines)]
-        work = chunk_work(job.workload)
         tracker = BatchTracker(dataclasses.replace(job.plan, abort_factor=math.inf), job.workload)
+        context = multiprocessing.get_context("fork")
+        pipes, processes = [], []
+        for share in range(self.processes):
+            here, there = context.Pipe()
+            args = (there, chunks[share::self.processes], chunk_work(job.workload))
+            processes.append(context.Process(target=_bare_worker, args=args))
+            processes[-1].start()
+            pipes.append(here)
+        cpu: list[float] = []
         wall_start = time.time()
-        while not tracker.done:
-            start = time.process_time()
-            for chunk in chunks:
-                work(chunk)
-            tracker.add(time.process_time() - start)
-        return SizeResult.from_tracker(size, tracker, wall=(wall_start, time.time()))
+        try:
+            while not tracker.done:
+                start = time.perf_counter()
+                for pipe in pipes:
+                    pipe.send(True)
+                cpu.append(sum(pipe.recv() for pipe in pipes))
+                tracker.add(cpu[-1] if self.processes == 1 else time.perf_counter() - start)
+        finally:
+            for pipe in pipes:
+                pipe.send(False)
+            for process in processes:
+                process.join()
+        return SizeResult.from_tracker(size, tracker, wall=(wall_start, time.time()),
+                                       extra={"cpu_per_batch_s": cpu})
 
     def close(self) -> None:
         return None
@@ -252,8 +284,8 @@ class BareWorkSession(W1W2Only):
 def session_for(job: Job) -> Any:
     if job.engine == "asyncio-pool":
         return PoolLoopSession()
-    if job.engine == "bare-work":
-        return BareWorkSession()
+    if job.engine.startswith("bare-work"):
+        return BareWorkSession(2 if job.engine == "bare-work-2" else 1)
     return FedSession(job.master, receiver=job.engine == "aiostream-receiver")
 
 

@@ -24,11 +24,13 @@ def test_the_bare_work_over_the_chunks_is_the_whole_workload() -> None:
         assert totals == {k: pytest.approx(v) for k, v in whole(lines).items()}
 
 
-def test_bare_work_session_times_every_batch_in_cpu_seconds() -> None:
+def test_bare_work_session_times_every_batch_on_one_or_two_processes() -> None:
     job = Job("W2", "bare-work", sizes=[2_000], floor=False, plan=Plan(warmup=1, measured=2))
-    result = BareWorkSession().run_size(job, iot_lines(2_000), 2_000)
-    assert len(result.times) == 3 and not result.aborted
-    assert all(t > 0 for t in result.times)
+    for processes in (1, 2):
+        result = BareWorkSession(processes).run_size(job, iot_lines(2_000), 2_000)
+        assert len(result.times) == 3 and not result.aborted
+        assert all(t > 0 for t in result.times)
+        assert len(result.extra["cpu_per_batch_s"]) == 3
 
 
 def _results(pool_s: float, bare_s: float) -> dict[str, Any]:
