@@ -14,7 +14,8 @@ In the same rounds, right after the pool's run of each size, the bare work: the 
 work alone (the pool's chunk functions over the same chunks, one process, no loop, pool or
 engine), median CPU seconds per batch. No engine on two cores can run a batch in less than
 half of it, so N over half the bare work is the 2-core ceiling, and a target above it
-cannot be reached.
+cannot be reached. Then the same work on two processes at once (its chunks already in
+place), median wall time per batch: what two cores of this machine make of it.
 
     python -m bench.receiver_feed [--quick] [--rounds R] [--add] [--workload W1|W2]
 
