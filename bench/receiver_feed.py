@@ -282,7 +282,8 @@ def _others(runs: list[dict[str, Any]]) -> str:
     cores = [r["other_cores"] for r in runs if "other_cores" in r]
     if not cores:
         return "CPU of other processes not measured"
-    return (f"other processes used {statistics.mean(cores):.2f} cores on average during the "
+    return ("the rest of the machine (other processes, kernel threads) took "
+            f"{statistics.mean(cores):.2f} cores on average during the "
             f"runs ({max(cores):.2f} at most)")
 
 
