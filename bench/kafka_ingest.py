@@ -210,8 +210,7 @@ def cpu_seconds(process: psutil.Process, with_children: bool) -> float:
 
 
 async def latency(
-    bootstrap: str, topic: str, rate: float, seconds: float, read_ahead: bool = True,
-    broker_pid: int | None = None,
+    bootstrap: str, topic: str, rate: float, seconds: float, read_ahead: bool, broker_pid: int
 ) -> dict[str, Any]:
     await create_topic(bootstrap, topic, PARTITIONS)
     samples: list[float] = []
@@ -247,7 +246,7 @@ async def latency(
         # Readings sent in the first WARMUP seconds are not measured: the first batches
         # start the workers' Kafka clients (seconds on a loaded machine) and queue behind them.
         measured_from = time.time() + WARMUP
-        engine, broker = psutil.Process(), psutil.Process(broker_pid or os.getpid())
+        engine, broker = psutil.Process(), psutil.Process(broker_pid)
         engine_before, broker_before = cpu_seconds(engine, True), cpu_seconds(broker, False)
         producer = await anyio.run_process(
             [sys.executable, "-m", "bench.kafka_load", bootstrap, topic, str(PARTITIONS), str(rate),
@@ -264,7 +263,7 @@ async def latency(
         "offered_per_s": produced["sent"] / produced["seconds"],
         "generator_cpu_share": produced["cpu_s"] / produced["seconds"],
         "engine_cpu_share": engine_cpu / produced["seconds"],
-        "broker_cpu_share": broker_cpu / produced["seconds"] if broker_pid else None,
+        "broker_cpu_share": broker_cpu / produced["seconds"],
         "sampled": len(samples),
         "p50_s": samples[len(samples) // 2] if samples else None,
         "p99_s": samples[int(len(samples) * 0.99)] if samples else None,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -215,21 +216,23 @@ class _PartitionReader:
                 self.changed.notify_all()
 
     def _decode(self, fetched: FetchedRecords) -> list[DecodedChunk]:
-        decoding, chunks = self.spec.decoding, []
+        """One chunk per record batch, the chunks contiguous from the fetch's start to its
+        end (offsets without a record, markers or compaction, go to the chunk before)."""
+        decoding, chunks, start = self.spec.decoding, [], fetched.from_offset
         for batch in fetched.record_batches():
             offsets: list[int] = []
             dead: list[Any] = []
             records = decoding.records(_noting(batch, offsets), dead, self.topic, self.partition)
-            if dead:  # the offsets are those of the records kept
+            if not offsets:
+                continue
+            end = offsets[-1] + 1
+            if dead:  # the offsets kept are those of the records decoded
                 refused = {d.offset for d in dead}
                 offsets = [o for o in offsets if o not in refused]
-            if offsets or dead:
-                first = min(offsets[0] if offsets else END_OF_LOG, dead[0].offset if dead else END_OF_LOG)
-                chunks.append(DecodedChunk(first, _next(batch, offsets, dead), offsets, records, dead))
-        if chunks:  # offsets the batches skipped (markers, compaction) belong to the last chunk
-            last = chunks[-1]
-            chunks[-1] = DecodedChunk(last.first_offset, fetched.until_offset, last.offsets,
-                                      last.records, last.dead)
+            chunks.append(DecodedChunk(start, end, offsets, records, dead))
+            start = end
+        if chunks:
+            chunks[-1] = dataclasses.replace(chunks[-1], next_offset=fetched.until_offset)
         return chunks
 
 
@@ -238,11 +241,6 @@ def _noting(batch: Any, offsets: list[int]) -> Iterator[Any]:
     for record in batch:
         note(record.offset)
         yield record
-
-
-def _next(batch: Any, offsets: list[int], dead: list[Any]) -> int:
-    last = max(offsets[-1] if offsets else -1, dead[-1].offset if dead else -1)
-    return max(last + 1, getattr(batch, "next_offset", last + 1))
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
