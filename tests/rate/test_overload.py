@@ -60,11 +60,18 @@ async def mqtt_capacity() -> float:
 
 def check_settled(run: Run) -> None:
     delays = run.scheduling_delays()[:BATCHES]
-    over = [k for k, d in enumerate(delays) if d >= BATCH]
-    settled_from = over[-1] + 1 if over else 0
-    assert settled_from <= SETTLE_WITHIN, (
-        f"scheduling delay >= {BATCH} s at batches {over}: {[round(d, 3) for d in delays]}"
-    )
+    shown = f"{[round(d, 3) for d in delays]}"
+    # Settled within SETTLE_WITHIN batches and staying there. This shared 2-core machine
+    # now and then stalls the job for a moment (a neighbour's burst: one CI run saw a lone
+    # 0.334 s at batch 18 among delays under 0.27 s), so a settled job may see an isolated
+    # batch reach one interval; it must recover at once: never two such batches in a row,
+    # never two intervals behind, and at most one settled batch in twenty. A job that is
+    # not held back falls further behind every batch and fails each of these.
+    over = [k for k, d in enumerate(delays[SETTLE_WITHIN:], SETTLE_WITHIN) if d >= BATCH]
+    in_a_row = [b for a, b in zip(over, over[1:], strict=False) if b == a + 1]
+    assert not in_a_row, f"two in a row at {over}: {shown}"
+    assert max(delays[SETTLE_WITHIN:]) < 2 * BATCH, shown
+    assert len(over) <= (BATCHES - SETTLE_WITHIN) // 20, f"over one interval at {over}: {shown}"
     # Settled: it takes what it processes.
     accepted = run.accepted_rate(SETTLE_WITHIN, BATCHES)
     processed = run.processing_rate(SETTLE_WITHIN, BATCHES)
