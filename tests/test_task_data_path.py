@@ -206,19 +206,24 @@ async def test_a_shuffle_forwards_map_outputs_between_processes(runner: TaskRunn
 
 
 async def test_raw_blocks_reach_the_workers_as_their_buffers(runner: TaskRunner) -> None:
-    """A partition of raw blocks travels as the blocks without their buffers plus the
-    buffers in parts of at most 1 MiB, unpickled, and is whole again on the worker."""
-    from aiostream_engine.executor.protocol import RAW_PART, decode_request, request_parts
+    """A partition of raw blocks travels as the blocks without their buffers plus each
+    buffer as one part, unpickled (written in pieces of at most 1 MiB), and is whole
+    again on the worker."""
+    from aiostream_engine.executor.protocol import PIECE, decode_request, pieces, request_parts
     from aiostream_engine.raw import RawLines
     from aiostream_engine.rdd.tasks import RecordsInput, TaskPlan
 
-    big = RawLines.of([b"x" * 1000] * 2500)  # 2.5 MB: three parts
+    big = RawLines.of([b"x" * 1000] * 2500)  # 2.5 MB: three pieces
     small = RawLines.of([b"a", b"b"])
     count, parts = request_parts(TaskPlan(RecordsInput([big, small])), 0, [])
     encoded = list(parts)
-    assert count == len(encoded) == 1 + 3 + 1
-    assert all(isinstance(p, memoryview) and len(p) <= RAW_PART for p in encoded[1:])
-    plan, _, _ = decode_request([bytes(p) for p in encoded])
+    assert count == len(encoded) == 1 + 2
+    assert encoded[1].obj is big.data and encoded[2].obj is small.data  # not copies
+    written = [list(pieces(p)) for p in encoded[1:]]
+    assert [len(w) for w in written] == [3, 1]
+    assert all(len(piece) <= PIECE for w in written for piece in w)
+    assert b"".join(written[0]) == big.data
+    plan, _, _ = decode_request([b"".join(pieces(p)) for p in encoded])
     assert list(plan.input.open()) == [big, small]
     lengths = runner.from_partitions([[big], [small]]).map(len)
     assert await lengths.acollect() == [2500, 2]

@@ -28,7 +28,7 @@ from ..rdd.tasks import SharedSlices, TaskPlan
 from .base import WorkerLostError
 from .block_store import BlockRef, new_spill_dir, remove_disk_copies
 from .owned_dirs import OwnedDir, new_owned_dir
-from .protocol import ERROR, GC_THRESHOLD_ENV, HEADER, NICE_ENV, PART_COUNT, request_parts
+from .protocol import ERROR, GC_THRESHOLD_ENV, HEADER, NICE_ENV, PART_COUNT, pieces, request_parts
 from .py_files import importable_here
 from .shared_input import share_records, worth_sharing
 from .worker_env import worker_environment
@@ -77,11 +77,13 @@ class _Worker:
                     except Exception as exc:  # a record (or the plan) that cannot be pickled
                         unpicklable = exc
                 stdin.write(HEADER.pack(len(part)))
-                stdin.write(part)
-                self.traffic.sent += len(part)
-                del part  # the transport keeps what it has not written yet
-                await stdin.drain()
-                await anyio.lowlevel.checkpoint()  # drain returns at once under its limit
+                for piece in pieces(part):
+                    stdin.write(piece)
+                    self.traffic.sent += len(piece)
+                    del piece  # the transport keeps what it has not written yet
+                    await stdin.drain()
+                    await anyio.lowlevel.checkpoint()  # drain returns at once under its limit
+                del part
             size = HEADER.unpack(await stdout.readexactly(HEADER.size))[0]
             body = await stdout.readexactly(size)
             self.traffic.received += size
