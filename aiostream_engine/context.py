@@ -957,7 +957,10 @@ class StreamingContext:
             raise ContextStateError("the context has not been started")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._wakeup:
-            while not self._terminated.is_set() and not self._errors:
+            # Until it terminates or fails; a failed batch stops the context: raise once it
+            # has (as the async call does), so that a batch in flight that fails too is
+            # reported before, not raised later by ``stop()``.
+            while not self._terminated.is_set() and (self._failed or not self._errors):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break

@@ -24,6 +24,7 @@ from aiostream_engine import (
     ConfigurationError,
     JobFailedError,
     ManualClock,
+    Receiver,
     StreamingConf,
     StreamingContext,
 )
@@ -68,6 +69,40 @@ def test_blocking_await_termination_raises_a_failed_job_at_once() -> None:
         ssc.stop()
     assert isinstance(raised, JobFailedError) and "ZeroDivisionError" in str(raised)
     assert elapsed < 10
+
+
+class _SlowToStop(Receiver):
+    """A receiver that stores nothing and takes half a second to stop."""
+
+    async def on_start(self) -> None:
+        await anyio.sleep_forever()
+
+    async def on_stop(self) -> None:
+        await anyio.sleep(0.5)
+
+
+def test_blocking_await_termination_raises_once_the_failed_context_has_stopped() -> None:
+    """As the async call: a failed batch stops the context and awaitTermination raises
+    once it has, so a batch in flight that fails too is reported before that, never
+    raised by the stop() that follows (CI saw stop() raise batch t+0.1's failure after
+    awaitTermination had raised batch t's)."""
+    ssc = _failing_context()
+    ssc.receiver_stream(_SlowToStop()).foreach_rdd(lambda rdd: None)  # stopping takes 0.5 s
+    state_when_raised: list[str] = []
+
+    def wait() -> None:
+        try:
+            ssc.awaitTermination()
+        finally:
+            state_when_raised.append(ssc.state.value)
+
+    ssc.start()
+    try:
+        _, raised, _ = _within(20, wait)
+    finally:
+        ssc.stop()  # raises nothing: the failure has been raised already
+    assert isinstance(raised, JobFailedError)
+    assert state_when_raised == ["stopped"]
 
 
 def test_blocking_await_termination_with_timeout_raises_before_the_timeout() -> None:
