@@ -71,14 +71,20 @@ def test_blocking_await_termination_raises_a_failed_job_at_once() -> None:
     assert elapsed < 10
 
 
-class _SlowToStop(Receiver):
-    """A receiver that stores nothing and takes half a second to stop."""
+class _HeldStop(Receiver):
+    """A receiver that stores nothing and, once asked to stop, stops only when released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = threading.Event()
+        self.release = threading.Event()
 
     async def on_start(self) -> None:
         await anyio.sleep_forever()
 
     async def on_stop(self) -> None:
-        await anyio.sleep(0.5)
+        self.stopping.set()
+        await anyio.to_thread.run_sync(self.release.wait)
 
 
 def test_blocking_await_termination_raises_once_the_failed_context_has_stopped() -> None:
@@ -87,22 +93,29 @@ def test_blocking_await_termination_raises_once_the_failed_context_has_stopped()
     raised by the stop() that follows (CI saw stop() raise batch t+0.1's failure after
     awaitTermination had raised batch t's)."""
     ssc = _failing_context()
-    ssc.receiver_stream(_SlowToStop()).foreach_rdd(lambda rdd: None)  # stopping takes 0.5 s
-    state_when_raised: list[str] = []
+    receiver = _HeldStop()
+    ssc.receiver_stream(receiver).foreach_rdd(lambda rdd: None)
+    outcome: dict[str, Any] = {}
 
     def wait() -> None:
         try:
             ssc.awaitTermination()
-        finally:
-            state_when_raised.append(ssc.state.value)
+        except JobFailedError as exc:
+            outcome["raised"], outcome["state"] = exc, ssc.state.value
 
     ssc.start()
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
     try:
-        _, raised, _ = _within(20, wait)
+        assert receiver.stopping.wait(20), "the failed batch did not stop the context"
+        waiter.join(1.0)  # it must still wait: the context is stopping, not stopped
+        waited_for_the_stop = waiter.is_alive()
     finally:
+        receiver.release.set()
+        waiter.join(20)
         ssc.stop()  # raises nothing: the failure has been raised already
-    assert isinstance(raised, JobFailedError)
-    assert state_when_raised == ["stopped"]
+    assert waited_for_the_stop
+    assert isinstance(outcome["raised"], JobFailedError) and outcome["state"] == "stopped"
 
 
 def test_blocking_await_termination_with_timeout_raises_before_the_timeout() -> None:
