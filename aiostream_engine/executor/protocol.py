@@ -51,7 +51,7 @@ class RawBuffers:
 
     def filled(self, parts: list[bytes]) -> RecordsInput:
         """The partition again, each block with its buffer from ``parts``."""
-        return RecordsInput(list(map(with_buffer, self.blocks, parts)))
+        return RecordsInput([with_buffer(b, p) for b, p in zip(self.blocks, parts, strict=True)])
 
 
 def pieces(part: bytes | memoryview) -> Iterator[memoryview]:
