@@ -48,6 +48,7 @@ from aiostream_engine.raw import LineDecoder, RawLines
 from aiostream_engine.receiver.base import Receiver
 
 from .child import child_main
+from .cpu_share import cpu_seconds
 from .engine_runner import EngineSession, bench_conf, size_timeout
 from .method import BatchTracker, Job, SizeResult, run_job
 from .workloads import device_totals, word_count
@@ -77,15 +78,8 @@ class CpuMeter:
         self.samples: list[tuple[float, float]] = []
 
     def sample(self) -> None:
-        times = self._me.cpu_times()
-        workers = 0.0
-        for child in self._me.children(recursive=True):
-            try:
-                t = child.cpu_times()
-                workers += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        self.samples.append((times.user + times.system, workers))
+        workers = sum(cpu_seconds(child.pid) for child in self._me.children(recursive=True))
+        self.samples.append((cpu_seconds(self._me.pid), workers))
 
     def per_batch(self, first: int) -> dict[str, float]:
         """Mean CPU per batch from sample ``first`` (taken at a batch's completion) on."""
