@@ -57,7 +57,6 @@ from typing import Any
 
 import anyio
 import orjson
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,6 +67,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete  # noqa: E402
 from aiostream_engine import ManualClock, StreamingContext  # noqa: E402
 from aiostream_engine.sources.kafka import TopicAndPartition  # noqa: E402
 from aiostream_engine.testing import advance_batches  # noqa: E402
+from bench.cpu_share import CpuShare  # noqa: E402
 from bench.engine_runner import bench_conf  # noqa: E402
 from bench.workloads import add_pair, iot_lines, parse_reading  # noqa: E402
 from tests.kafka_brokers import NoidaKafka, create_topic  # noqa: E402
@@ -197,18 +197,6 @@ async def admin_stopped(admin: AIOKafkaAdminClient) -> AsyncIterator[None]:
         await admin.close()
 
 
-def cpu_seconds(process: psutil.Process, with_children: bool) -> float:
-    """CPU seconds ``process`` (and, with ``with_children``, its living children) used."""
-    total = 0.0
-    for p in [process, *(process.children(recursive=True) if with_children else [])]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 async def latency(
     bootstrap: str, topic: str, rate: float, seconds: float, read_ahead: bool, broker_pid: int
 ) -> dict[str, Any]:
@@ -246,15 +234,18 @@ async def latency(
         # Readings sent in the first WARMUP seconds are not measured: the first batches
         # start the workers' Kafka clients (seconds on a loaded machine) and queue behind them.
         measured_from = time.time() + WARMUP
-        engine, broker = psutil.Process(), psutil.Process(broker_pid)
-        engine_before, broker_before = cpu_seconds(engine, True), cpu_seconds(broker, False)
+        # The engine is this process and its workers, named: the brokers are children of
+        # this process too, and must not count as the engine's.
+        workers = ssc.spark_context.backend.worker_pids()  # type: ignore[attr-defined]
+        cpu = CpuShare({"broker": [broker_pid], "engine workers": workers})
         producer = await anyio.run_process(
             [sys.executable, "-m", "bench.kafka_load", bootstrap, topic, str(PARTITIONS), str(rate),
              str(seconds + WARMUP)],
             check=True, cwd=ROOT,
         )
-        engine_cpu = cpu_seconds(engine, True) - engine_before
-        broker_cpu = cpu_seconds(broker, False) - broker_before
+        used = cpu.seconds()
+        engine_cpu = used["driver"] + used["engine workers"]
+        broker_cpu = used["broker"]
         await anyio.sleep(2.5)
         history = [b for b in ssc.batch_history if b.batch_time >= measured_from]
     produced = json.loads(producer.stdout)

@@ -12,8 +12,9 @@ fetches nothing. The work left after the cut is the part of the range not yet re
 the user's own stages: at half the sustainable rate on this 2-core machine (225,000 W2
 readings/s, broker and load generator on the same cores; bench/results/kafka_ingest.md),
 batch processing p50 0.13-0.18 s against 0.45 s fetching after the cut, and p99 end-to-end
-latency 1.24 s against 1.62 s. It costs CPU, about a fifth more for the engine at that
-rate (1.2 cores against 1.0): its Fetches are smaller and more frequent than a batch's.
+latency 1.24 s against 1.62 s. It costs CPU, about half as much again for the engine at
+that rate (0.78-0.84 of a core against 0.54): its Fetches are smaller and more frequent
+than a batch's.
 
 It is a cache, never a source of truth: the driver still cuts every range, and a task
 uses the buffer only when it holds the range from its first offset on. Otherwise (the
