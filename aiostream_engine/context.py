@@ -608,7 +608,10 @@ class StreamingContext:
                     ui.graph_built()
                     await tg.start(ui.run, serve_ui, name="web UI")
                 tg.start_soon(self._job_scheduler.run, name="job scheduler")
-                await tg.start(self._receiver_tracker.run, receivers, name="receivers")
+                await tg.start(
+                    self._receiver_tracker.run, receivers, self._runner.backend.place_raw_block,
+                    name="receivers",
+                )
                 if plan is not None:
                     self._job_generator.first_batch_ms = first_ms
                     try:

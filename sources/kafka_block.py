@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from aiostream_engine.raw.shared import Buffer, SharedBuffer
 from aiostream_engine.sources.kafka_fetch import RecordDecoding
 from aiostream_engine.sources.kafka_types import KafkaMessage
 
@@ -43,9 +44,10 @@ def _native(values: array) -> array:
 
 @dataclass(frozen=True)
 class KafkaBlock:
-    """Undecoded Kafka records in one buffer (see the module docstring)."""
+    """Undecoded Kafka records in one buffer (see the module docstring): ``bytes``, or,
+    under ``local[N]``, the buffer in shared memory (``aiostream_engine.raw.shared``)."""
 
-    data: bytes
+    data: Buffer | SharedBuffer
     count: int
     #: (topic, partition, records) of each run of records of one partition, in order.
     runs: tuple[tuple[str, int, int], ...]

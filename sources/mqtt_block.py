@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from aiostream_engine.raw.shared import Buffer, SharedBuffer
 from aiostream_engine.sources.mqtt_protocol import ProtocolError, decode_publish, decode_varint
 
 Decoder = Callable[[bytes], Any]
@@ -51,9 +52,10 @@ class DeadLetter(NamedTuple):
 
 @dataclass(frozen=True)
 class PublishBlock:
-    """PUBLISH packets back to back (see the module docstring)."""
+    """PUBLISH packets back to back (see the module docstring). ``data`` is ``bytes``, or,
+    under ``local[N]``, the buffer in shared memory (``aiostream_engine.raw.shared``)."""
 
-    data: bytes
+    data: Buffer | SharedBuffer
     count: int
     v5: bool
     arrivals: tuple[tuple[int, float], ...]

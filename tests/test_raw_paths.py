@@ -2,19 +2,27 @@
 ones included), cut into chunks at random places, through the event loop's side (framing,
 cutting lines, packing Kafka records: no decoding), the write-ahead log's encoding of the
 block and back, and the worker's side (the source's decoder), against a plain Python
-reference that decodes message by message as the receivers used to.
+reference that decodes message by message as the receivers used to. Each block is also
+decoded as a local[N] worker reads it: written to a file of shared memory (over the file
+of an earlier block, once that block is gone) and mapped where it is unpickled.
 """
 
 from __future__ import annotations
 
+import pickle
 import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiostream_engine.raw import LineCutter, LineDecoder, RawLines, UndecodableLine
+from aiostream_engine.executor.shared_input import RawBlockFiles
+from aiostream_engine.raw import LineCutter, LineDecoder, RawLines, SharedBuffer, UndecodableLine
 from aiostream_engine.receiver.block_payload import RAW_BUFFER, decode_block, encode_block
 from aiostream_engine.sources.kafka_block import KafkaBlock, KafkaBlockBuilder, KafkaBlockDecoder
 from aiostream_engine.sources.kafka_fetch import RecordDecoding
@@ -49,6 +57,31 @@ def logged(block: Any) -> Any:
     kind, parts = encode_block(block)
     assert kind == RAW_BUFFER and parts[-1] is block.data
     return decode_block(kind, b"".join(parts))
+
+
+#: Shared memory for the mapped variant: a few kept files, reused example after example.
+SHARED_FILES = RawBlockFiles(tempfile.mkdtemp(prefix="raw-paths-"), keep_bytes=1 << 16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_shared_files() -> Iterator[None]:
+    yield
+    shutil.rmtree(SHARED_FILES.directory)
+
+
+def mapped_blocks(blocks: list[Any]) -> Iterator[Any]:
+    """The blocks as a local[N] worker reads them (``executor.shared_input``): each written
+    to a file of shared memory, pickled as a task carries it, and mapped where it is
+    unpickled. The driver's copy of each lives until the blocks are all read, as a batch's
+    blocks do; a file is written again only once its block is gone."""
+    placed = [SHARED_FILES.share(block) for block in blocks]
+    assert all(isinstance(b.data, SharedBuffer) for b in placed)
+    for block in placed:
+        yield pickle.loads(pickle.dumps(block))
+
+
+#: How blocks reach the decoder: from the write-ahead log, or from shared memory.
+READ_BACK: list[Callable[[list[Any]], Iterator[Any]]] = [lambda blocks: map(logged, blocks), mapped_blocks]
 
 
 def cuts(data: bytes, points: list[int]) -> list[bytes]:
@@ -113,10 +146,14 @@ def mqtt_raw(
                 break
         framer.keep(buf, pos)
     blocks.append(builder.build())
-    dead: list[Any] = []
     decoder_ = PublishDecoder(resolve_decoder(decoder))
-    records = [r for chunk in decoder_.decode(map(logged, blocks), dead) for r in chunk]
-    return records, dead
+    results = []
+    for read_back in READ_BACK:
+        dead: list[Any] = []
+        records = [r for chunk in decoder_.decode(read_back(blocks), dead) for r in chunk]
+        results.append((records, dead))
+    assert results[1] == results[0]
+    return results[0]
 
 
 @settings(max_examples=150, deadline=None)
@@ -167,16 +204,18 @@ def test_raw_lines_decode_to_what_lines_did(lines: list[bytes], points: list[int
     data = b"".join(line + b"\n" for line in lines)
     cutter = LineCutter(max_bytes)
     stored = [cutter.feed(chunk) for chunk in cuts(data, points)]
-    block = logged(RawLines(b"".join(d for d, _ in stored), sum(n for _, n in stored)))
+    block = RawLines(b"".join(d for d, _ in stored), sum(n for _, n in stored))
     assert block.count == len(lines)
-    dead: list[UndecodableLine] = []
-    good = [line for chunk in LineDecoder(max_bytes=max_bytes).decode(iter([block]), dead) for line in chunk]
     expected_good, expected_dead = lines_reference(lines, max_bytes)
-    assert good == expected_good
-    # An oversized line is held to max_bytes + 2 bytes while it grows across chunks.
-    assert [d.line if d.error.startswith("that") else len(d.line) > max_bytes for d in dead] == [
-        d if isinstance(d, bytes) else True for d in expected_dead
-    ]
+    for read_back in READ_BACK:
+        dead: list[UndecodableLine] = []
+        good = [line for chunk in LineDecoder(max_bytes=max_bytes).decode(read_back([block]), dead)
+                for line in chunk]
+        assert good == expected_good
+        # An oversized line is held to max_bytes + 2 bytes while it grows across chunks.
+        assert [d.line if d.error.startswith("that") else len(d.line) > max_bytes for d in dead] == [
+            d if isinstance(d, bytes) else True for d in expected_dead
+        ]
 
 
 @settings(max_examples=60, deadline=None)
@@ -271,9 +310,10 @@ def test_kafka_receiver_blocks_decode_to_what_its_records_did(
         last.update(block.last_offsets())
     assert last == {(r.topic, r.partition): r.offset for r in stored}
 
-    dead: list[Any] = []
-    raw = [r for chunk in KafkaBlockDecoder(decoding).decode(map(logged, blocks), dead) for r in chunk]
     expected_dead: list[Any] = []
     expected = [r for chunk in decoding.decode(iter(stored), expected_dead) for r in chunk]
-    assert raw == expected
-    assert dead == expected_dead
+    for read_back in READ_BACK:
+        dead: list[Any] = []
+        raw = [r for chunk in KafkaBlockDecoder(decoding).decode(read_back(blocks), dead) for r in chunk]
+        assert raw == expected
+        assert dead == expected_dead

@@ -15,12 +15,9 @@ import logging
 import operator
 import os
 import pickle
-import resource
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from aiostream_engine.executor.process_pool import ProcessPoolBackend
 from aiostream_engine.executor.protocol import SLICE
 from aiostream_engine.rdd.tasks import dumps_slice
 from aiostream_engine.testing import advance_batches, collect_batches
+from tests.file_limits import file_size_limit
 
 pytestmark = [
     pytest.mark.anyio,
@@ -131,20 +129,6 @@ async def test_without_a_shared_memory_directory_partitions_are_piped(
             assert backend.traffic.sent - sent > DATA_BYTES / 2  # the records, every job
 
 
-@contextmanager
-def _file_size_limit(limit: int) -> Iterator[None]:
-    """Writes past ``limit`` bytes fail with EFBIG in this process: a real full disk for
-    the driver's files (the workers were started before, without the limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-
-
 async def test_a_full_shared_memory_directory_falls_back_to_the_pipe_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -155,7 +139,7 @@ async def test_a_full_shared_memory_directory_falls_back_to_the_pipe_with_a_warn
         kept = ssc.spark_context.parallelize(LINES, 2)
         assert await kept.acount() == len(LINES)  # shared before the file system fills up
         counts = _word_count(ssc.spark_context.parallelize(LINES, 2))
-        with caplog.at_level(logging.WARNING), _file_size_limit(DATA_BYTES // 8):
+        with caplog.at_level(logging.WARNING), file_size_limit(DATA_BYTES // 8):
             result = dict(await counts.acollect())
         assert result == EXPECTED
         assert caplog.text.count("go through the pipes to every task from now on") == 1

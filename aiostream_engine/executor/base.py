@@ -40,6 +40,12 @@ class ExecutorBackend(Protocol):
         travels with each task. ``reusable``: many jobs may read it (``parallelize``)."""
         ...
 
+    async def place_raw_block(self, block: Any) -> Any:
+        """A raw block a receiver just stored (``aiostream_engine.raw``), in the form its
+        tasks will read it: its buffer moved to where the workers read it in place
+        (``shared_input`` under ``local[N]``), or the block as it is."""
+        ...
+
     async def start(self) -> None: ...
 
     async def run(self, plan: TaskPlan, index: int) -> list[Any]:

@@ -72,6 +72,9 @@ class LocalBackend:
     async def share(self, partitions: list[list[Any]], reusable: bool) -> list[None]:
         return [None] * len(partitions)  # tasks read the records where they are, in this process
 
+    async def place_raw_block(self, block: Any) -> Any:
+        return block  # decoded in this process, from the buffer it holds
+
     async def start(self) -> None:
         return None
 

@@ -30,7 +30,7 @@ from .block_store import BlockRef, new_spill_dir, remove_disk_copies
 from .owned_dirs import OwnedDir, new_owned_dir
 from .protocol import ERROR, GC_THRESHOLD_ENV, HEADER, NICE_ENV, PART_COUNT, pieces, request_parts
 from .py_files import importable_here
-from .shared_input import share_records, worth_sharing
+from .shared_input import RawBlockFiles, share_records, worth_sharing, worth_sharing_raw
 from .worker_env import worker_environment
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ class ProcessPoolBackend:
         self._shared_memory_parent = shared_memory_dir
         self._shared_dir: OwnedDir | None = None  # None: parallelized partitions are piped
         self._shared_dir_full = False
+        self._raw_files: RawBlockFiles | None = None
+        self._raw_share_warned = False
         self._drops_lock = threading.Lock()  # release_blocks runs in finalizers, any thread
         self._pending_drops: list[list[str]] = [[] for _ in range(workers)]
         self.replacements = 0
@@ -168,6 +170,8 @@ class ProcessPoolBackend:
         # Scanning for (and removing) stale directories is file-system work: off the loop.
         self._spill_dir = await anyio.to_thread.run_sync(new_spill_dir, self._local_dir)
         self._shared_dir = await anyio.to_thread.run_sync(_new_shared_dir, self._shared_memory_parent)
+        if self._shared_dir is not None:
+            self._raw_files = RawBlockFiles(self._shared_dir.path)
         self._slots = list(await asyncio.gather(*(self._spawn() for _ in range(self._size))))
         self._free = set(range(self._size))
 
@@ -217,6 +221,26 @@ class ProcessPoolBackend:
             )
             self._shared_dir_full = True  # the partitions shared so far stay readable
             return None
+
+    async def place_raw_block(self, block: Any) -> Any:
+        """The raw block with its buffer in shared memory, where its worker maps it
+        (``shared_input``), unless it is small or sharing is off. Where there is no room
+        it stays in memory and crosses the pipe (with a warning, once): each block is
+        tried afresh, since raw blocks are freed batch after batch."""
+        files = self._raw_files
+        if files is None or not worth_sharing_raw(block):
+            return block
+        try:
+            return await anyio.to_thread.run_sync(files.share, block)
+        except OSError as exc:
+            if not self._raw_share_warned:
+                self._raw_share_warned = True
+                log.warning(
+                    "a raw block of %d bytes crosses the pipe to its worker: it could not be "
+                    "written to shared memory in %s (%s); so will any other that does not fit",
+                    len(block.data), files.directory, exc,
+                )
+            return block
 
     # ---- slots --------------------------------------------------------------------------
 
@@ -284,6 +308,7 @@ class ProcessPoolBackend:
                 with anyio.CancelScope(shield=True):  # a large directory: off the loop
                     await anyio.to_thread.run_sync(directory.remove)
         self._spill_dir = self._shared_dir = None
+        self._raw_files = None
 
 
 def _new_shared_dir(parent: str) -> OwnedDir | None:

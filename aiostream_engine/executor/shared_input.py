@@ -1,4 +1,5 @@
-"""Parallelized collections pickled once, into shared memory, and read there by workers.
+"""Parallelized collections pickled once, and raw blocks as they are stored, into shared
+memory, read there by workers.
 
 PySpark's ``parallelize`` serializes a collection once, when the RDD is built, and every
 job that uses the RDD hands those bytes to its Python workers. Without that, a local[N]
@@ -17,6 +18,14 @@ the plans of tasks in flight). The directory is removed when the backend stops, 
 killed driver's directory when the next one starts. Where the directory is missing, or
 full (or would be left with under a tenth of its space free), partitions travel through
 the pipes as before, with a warning: slower, not lost.
+
+A raw block (``aiostream_engine.raw``) of at least ``RAW_SHARE_FROM`` bytes is written to
+the same directory when its receiver stores it (``RawBlockFiles``, in a thread: one write,
+off the event loop), and its ``data`` becomes a ``SharedBuffer`` naming the file, which
+its worker maps (``raw.shared``): the copy is made while the batch fills, not when its
+tasks start. The file serves its block as long as the driver's ``SharedBuffer`` lives
+(held by the block until its batch is forgotten, and by the plans of tasks in flight),
+then the next block.
 """
 
 from __future__ import annotations
@@ -24,14 +33,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import uuid
 import weakref
 from typing import Any
 
 import anyio.lowlevel
 
+from ..raw import SharedBuffer, has_buffer, with_buffer
 from ..rdd.tasks import SharedSlices, dumps_slice
-from .protocol import SLICE
+from .protocol import PIECE, SLICE
 
 
 def worth_sharing(records: list[Any]) -> bool:
@@ -62,6 +73,84 @@ async def share_records(records: list[Any], directory: str) -> SharedSlices:
     shared = SharedSlices(path, tuple(sizes))
     weakref.finalize(shared, _remove, path)
     return shared
+
+
+#: The smallest raw block worth a file: a smaller one crosses a worker's pipe in one write.
+RAW_SHARE_FROM = PIECE
+
+
+def worth_sharing_raw(block: Any) -> bool:
+    """Whether ``block`` is a raw block with its buffer in memory, big enough to share."""
+    return has_buffer(block) and len(block.data) >= RAW_SHARE_FROM
+
+
+class RawBlockFiles:
+    """Raw blocks' buffers written to files of a shared-memory ``directory``, each file
+    reused once its block is collected.
+
+    A new file costs the RAM file system a fresh page for every 4 KiB, and a freed one
+    gives them all back: writing 36 MB of lines to a new file of /dev/shm took 0.019 s
+    here, over an existing file 0.006 s. A receiver stores blocks of about the same size
+    interval after interval, so a file whose block is gone is kept (up to ``keep_bytes``
+    of them) and the next block is written over it. A file is reused only once the
+    driver's ``SharedBuffer`` of the previous block is collected: no task that may read it
+    is left (the block, the batch's RDD and the plans of tasks in flight hold it), and a
+    worker maps it only while its task runs.
+    """
+
+    def __init__(self, directory: str, keep_bytes: int = 256 << 20) -> None:
+        self.directory = directory
+        self.keep_bytes = keep_bytes
+        self._lock = threading.Lock()  # finalizers run in any thread
+        self._free: dict[str, int] = {}  # path: size
+
+    def share(self, block: Any) -> Any:
+        """The raw block with its buffer in a file of the directory (blocking: call it in a
+        thread). Raises OSError (leaving no new file) when the file system is full, or would
+        be left with less than ``HEADROOM`` of its size free."""
+        data: bytes = block.data
+        path, kept = self._reusable(len(data))
+        if len(data) > (kept or 0):
+            try:
+                _ensure_room(self.directory, len(data) - (kept or 0))
+            except OSError:
+                if kept is not None:
+                    _remove(path)
+                raise
+        # A new name must not exist yet (nothing planted in its place); no name is followed.
+        create = os.O_CREAT | os.O_EXCL if kept is None else 0
+        descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | create, 0o600)
+        try:
+            os.ftruncate(descriptor, len(data))  # a smaller block than the file's frees the rest
+            written = os.pwrite(descriptor, data, 0)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"{written} of {len(data)} bytes written to {path}")
+        except BaseException:
+            _remove(path)
+            raise
+        finally:
+            os.close(descriptor)
+        shared = SharedBuffer(path, len(data))
+        weakref.finalize(shared, self._release, path, len(data))
+        return with_buffer(block, shared)
+
+    def _reusable(self, size: int) -> tuple[str, int | None]:
+        """A kept file (the one closest in size to ``size``) and its size, or a new path
+        and None."""
+        with self._lock:
+            if self._free:
+                path = min(self._free, key=lambda p: abs(self._free[p] - size))
+                return path, self._free.pop(path)
+        return os.path.join(self.directory, uuid.uuid4().hex), None
+
+    def _release(self, path: str, size: int) -> None:
+        """A block is gone: keep its file for the next, unless enough are kept. Called
+        from finalizers, so it never raises."""
+        with self._lock:
+            if sum(self._free.values()) + size <= self.keep_bytes:
+                self._free[path] = size
+                return
+        _remove(path)
 
 
 #: Share of a shared-memory file system left free for other programs (and other drivers):

@@ -2,8 +2,9 @@
 
 from .block import RawBlock, has_buffer, is_raw, with_buffer, without_buffer
 from .lines import LineCutter, LineDecoder, RawLines, UndecodableLine
+from .shared import Buffer, SharedBuffer
 
 __all__ = [
-    "LineCutter", "LineDecoder", "RawBlock", "RawLines", "UndecodableLine", "has_buffer", "is_raw",
-    "with_buffer", "without_buffer",
+    "Buffer", "LineCutter", "LineDecoder", "RawBlock", "RawLines", "SharedBuffer", "UndecodableLine",
+    "has_buffer", "is_raw", "with_buffer", "without_buffer",
 ]

@@ -46,6 +46,7 @@ def without_buffer(block: Any) -> Any:
     return dataclasses.replace(block, data=b"")
 
 
-def with_buffer(shell: Any, data: bytes) -> Any:
-    """The block again from its shell (``without_buffer``) and its buffer."""
+def with_buffer(shell: Any, data: Any) -> Any:
+    """The block again from its shell (``without_buffer``) and its buffer (``bytes``, or
+    where it is kept instead: ``raw.shared``)."""
     return dataclasses.replace(shell, data=data)

@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .shared import Buffer, SharedBuffer
+
 
 @dataclass(frozen=True)
 class RawLines:
-    """Undecoded lines: ``data`` holds every line followed by ``b"\\n"``."""
+    """Undecoded lines: ``data`` holds every line followed by ``b"\\n"`` (``bytes``; where a
+    worker decodes a block shared under ``local[N]``, the file mapped: ``raw.shared``)."""
 
-    data: bytes
+    data: Buffer | SharedBuffer
     count: int
 
     def __len__(self) -> int:
@@ -101,13 +104,15 @@ class LineDecoder:
 
     def decode(self, raw: Iterator[Any], dead: list[Any]) -> Iterator[list[Any]]:
         for block in raw:
-            data: bytes = block.data
+            data: Buffer = block.data
             view = memoryview(data)
             start, size = 0, len(data)
             while start < size:
                 end = data.rfind(b"\n", start, start + SEGMENT) + 1
                 if end <= start:  # a line longer than a segment
-                    end = data.index(b"\n", start) + 1
+                    end = data.find(b"\n", start) + 1
+                    if end <= start:
+                        raise ValueError("a raw-lines block does not end with a line end")
                 yield self._segment(view[start:end], dead)
                 start = end
 

@@ -12,17 +12,19 @@ a buffer. A raw block counts its buffer's bytes; records count ``sys.getsizeof``
 (a shallow estimate).
 
 With a write-ahead log every block is appended to it before it enters the queue, so a
-block a batch uses is always durable. Block ids are given out, written and queued under
-one lock, so the queue is always in block id order and a batch takes a prefix of the ids:
-"every id below N was allocated" is then a complete description of what batches took
-(the stream's recovery position).
+block a batch uses is always durable. A raw block is then handed to ``place_raw`` (the
+executor's ``place_raw_block``: under ``local[N]`` its buffer goes to shared memory, for
+its worker to read in place) and queued in the form that returns. Block ids are given
+out, written and queued under one lock, so the queue is always in block id order and a
+batch takes a prefix of the ids: "every id below N was allocated" is then a complete
+description of what batches took (the stream's recovery position).
 """
 
 from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +83,7 @@ class BlockGenerator:
         wal: WriteAheadLog | None = None,
         first_block_id: int = 0,
         recovered: Iterable[Block] = (),
+        place_raw: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._clock = clock
@@ -89,6 +92,7 @@ class BlockGenerator:
         self.rate_limiter = rate_limiter
         self.budget = budget or ByteBudget(1 << 62)
         self.wal = wal
+        self._place_raw = place_raw
         self._buffer: list[Any] = []
         self._buffer_bytes = 0
         self._lines: list[bytes] = []  # raw lines waiting for the next cut
@@ -177,7 +181,8 @@ class BlockGenerator:
             return block
 
     async def _make_block(self, content: BlockData, size: int) -> Block:
-        """Give the next id and write the block to the log; call with the lock held.
+        """Give the next id, write the block to the log and place a raw block; call with
+        the lock held.
 
         Shielded: once an id is taken the block must reach the queue (or the caller), or a
         later batch would take ids around a hole the log says was stored."""
@@ -188,6 +193,8 @@ class BlockGenerator:
             if self.wal is not None:
                 kind, payload = encode_block(content)
                 ref = await self.wal.append(self.stream_id, block_id, payload, kind)
+            if self._place_raw is not None and is_raw(content):
+                content = await self._place_raw(content)
         return Block(self.stream_id, block_id, content, ref, size)
 
     def _buffered(self) -> bool:

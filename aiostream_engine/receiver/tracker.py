@@ -8,8 +8,8 @@ older state checkpoint, the newer one being damaged, still finds their blocks).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -72,7 +72,9 @@ class ReceiverTracker:
         self._restored.setdefault(time_ms, {})[stream_id] = blocks
         self.budget.force(sum(block.nbytes for block in blocks))
 
-    def _generator(self, stream: BlockInputDStream) -> BlockGenerator:
+    def _generator(
+        self, stream: BlockInputDStream, place_raw: Callable[[Any], Awaitable[Any]] | None
+    ) -> BlockGenerator:
         recovered = self._prepared.pop(stream.id, None)
         generator = BlockGenerator(
             stream.id,
@@ -84,6 +86,7 @@ class ReceiverTracker:
             wal=recovered.wal if recovered else None,
             first_block_id=recovered.first_block_id if recovered else 0,
             recovered=recovered.unallocated if recovered else (),
+            place_raw=place_raw,
         )
         self.generators[stream.id] = generator
         return generator
@@ -105,14 +108,16 @@ class ReceiverTracker:
     async def run(
         self,
         streams: list[ReceiverInputDStream],
+        place_raw: Callable[[Any], Awaitable[Any]] | None = None,
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Start a supervisor and a block generator per receiver; run until stopped."""
+        """Start a supervisor and a block generator per receiver; run until stopped.
+        ``place_raw``: what each raw block goes through once stored (``BlockGenerator``)."""
         async with anyio.create_task_group() as tg:
             self._scope = tg.cancel_scope
             for stream in streams:
-                blocks = self._generator(stream)
+                blocks = self._generator(stream, place_raw)
                 supervisor = ReceiverSupervisor(
                     stream.receiver, stream.id, blocks, self._clock, self._bus,
                     self._conf.receiver_restart_delay,

@@ -301,6 +301,9 @@ class DaskBackend:
 
     # ---- input partitions -----------------------------------------------------------------
 
+    async def place_raw_block(self, block: Any) -> Any:
+        return block  # its workers may be on other hosts: the buffer goes with its task
+
     async def share(self, partitions: list[list[Any]], reusable: bool) -> list[TaskInput | None]:
         """Every partition pickled once, and scattered (in one call) unless it is small
         and read by one job."""
