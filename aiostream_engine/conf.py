@@ -148,8 +148,9 @@ class StreamingConf:
         "RAM file system where local[N] keeps the partitions of parallelize()d collections "
         "pickled once, for workers to read in place instead of having them pickled and "
         "piped again by every task that uses them (as PySpark's parallelize serializes "
-        "once); '' or an unusable directory: every task pipes its partition. This run's "
-        "directory in it is removed at stop.",
+        "once), and receivers' raw blocks of 1 MiB and more, written as they are stored "
+        "and mapped by the worker that decodes them; '' or an unusable directory: every "
+        "task pipes its partition. This run's directory in it is removed at stop.",
         None,
     )
     worker_nice: int = _key(

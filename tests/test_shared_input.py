@@ -26,11 +26,11 @@ import pytest
 
 from aiostream_engine import DataNotSerializableError, ManualClock, StreamingContext
 from aiostream_engine.executor import shared_input
-from aiostream_engine.executor.process_pool import ProcessPoolBackend
 from aiostream_engine.executor.protocol import SLICE
 from aiostream_engine.rdd.tasks import dumps_slice
 from aiostream_engine.testing import advance_batches, collect_batches
 from tests.file_limits import file_size_limit
+from tests.shared_memory import pool, shared_files
 
 pytestmark = [
     pytest.mark.anyio,
@@ -47,18 +47,6 @@ def _word_count(rdd: Any) -> Any:
     return rdd.flat_map(str.split).map(lambda w: (w, 1)).reduce_by_key(operator.add)
 
 
-def _pool(ssc: StreamingContext) -> ProcessPoolBackend:
-    backend = ssc.spark_context.backend
-    assert isinstance(backend, ProcessPoolBackend)
-    return backend
-
-
-def _files(directory: str | None) -> list[str]:
-    """The partition files in a shared directory (not its lock file)."""
-    assert directory is not None
-    return sorted(name for name in os.listdir(directory) if not name.startswith("."))
-
-
 async def _started(ssc: StreamingContext) -> None:
     """Start the context (and its pool) with a do-nothing output."""
     ssc.queue_stream([[0]]).foreach_rdd(lambda rdd: None)
@@ -68,13 +56,13 @@ async def _started(ssc: StreamingContext) -> None:
 async def test_a_reused_rdd_is_pickled_once_and_read_from_shared_memory() -> None:
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         shared_dir = backend.shared_dir
         assert shared_dir is not None
         rdd = ssc.spark_context.parallelize(LINES, 2)
         counts = _word_count(rdd)
         assert dict(await counts.acollect()) == EXPECTED
-        files = _files(shared_dir)
+        files = shared_files(shared_dir)
         assert len(files) == 2  # one per partition
         sent = backend.traffic.sent
         assert dict(await counts.acollect()) == EXPECTED
@@ -82,24 +70,24 @@ async def test_a_reused_rdd_is_pickled_once_and_read_from_shared_memory() -> Non
         assert await chars.acollect() == [("chars", sum(map(len, LINES)))]
         # Two more jobs: plans only, not the records again, and no new files.
         assert backend.traffic.sent - sent < DATA_BYTES / 20
-        assert _files(shared_dir) == files
+        assert shared_files(shared_dir) == files
         del rdd, counts, chars
         gc.collect()
-        assert _files(shared_dir) == []  # the RDD is gone, and its files with it
+        assert shared_files(shared_dir) == []  # the RDD is gone, and its files with it
     assert not os.path.exists(shared_dir)
 
 
 async def test_a_cached_collection_lets_its_shared_copies_go() -> None:
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         rdd = ssc.spark_context.parallelize(LINES, 2).cache()
         counts = _word_count(rdd)
         assert dict(await counts.acollect()) == EXPECTED
         gc.collect()
-        assert _files(backend.shared_dir) == []  # the cached blocks serve from now on
+        assert shared_files(backend.shared_dir) == []  # the cached blocks serve from now on
         assert dict(await counts.acollect()) == EXPECTED
-        assert _files(backend.shared_dir) == []
+        assert shared_files(backend.shared_dir) == []
 
 
 async def test_a_queue_of_one_rdd_gives_every_batch_the_same_counts() -> None:
@@ -108,7 +96,7 @@ async def test_a_queue_of_one_rdd_gives_every_batch_the_same_counts() -> None:
         out = collect_batches(_word_count(ssc.queue_stream([rdd] * 3)))
         await ssc.start()
         await advance_batches(ssc, 3)
-        assert len(_files(_pool(ssc).shared_dir)) == 2
+        assert len(shared_files(pool(ssc).shared_dir)) == 2
     assert [(t, dict(records)) for t, records in out] == [(t, EXPECTED) for t in (1.0, 2.0, 3.0)]
 
 
@@ -120,7 +108,7 @@ async def test_without_a_shared_memory_directory_partitions_are_piped(
         with caplog.at_level(logging.WARNING):
             await _started(ssc)
         assert "cannot be used" in caplog.text and "missing" in caplog.text
-        backend = _pool(ssc)
+        backend = pool(ssc)
         assert backend.shared_dir is None
         counts = _word_count(ssc.spark_context.parallelize(LINES, 2))
         for _ in range(2):
@@ -134,7 +122,7 @@ async def test_a_full_shared_memory_directory_falls_back_to_the_pipe_with_a_warn
 ) -> None:
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         assert backend.shared_dir is not None
         kept = ssc.spark_context.parallelize(LINES, 2)
         assert await kept.acount() == len(LINES)  # shared before the file system fills up
@@ -143,13 +131,13 @@ async def test_a_full_shared_memory_directory_falls_back_to_the_pipe_with_a_warn
             result = dict(await counts.acollect())
         assert result == EXPECTED
         assert caplog.text.count("go through the pipes to every task from now on") == 1
-        assert len(_files(backend.shared_dir)) == 2  # kept's files, and no partial one
+        assert len(shared_files(backend.shared_dir)) == 2  # kept's files, and no partial one
         sent = backend.traffic.sent
         assert dict(await counts.acollect()) == EXPECTED
         assert backend.traffic.sent - sent > DATA_BYTES / 2
         # No more attempts: a new collection is piped without being pickled for nothing.
         assert await ssc.spark_context.parallelize(LINES, 2).acount() == len(LINES)
-        assert len(_files(backend.shared_dir)) == 2
+        assert len(shared_files(backend.shared_dir)) == 2
         assert await kept.acount() == len(LINES)  # what was shared stays readable
 
 
@@ -181,7 +169,7 @@ async def test_a_record_that_cannot_be_pickled_fails_the_job_at_once(records: in
     """As Spark's "task not serializable": no retries, no worker lost, no file left."""
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         runner = ssc.spark_context
         rdd = runner.parallelize([*LINES[:records], threading.Lock()], 1)
         failures = runner.task_failures
@@ -189,14 +177,14 @@ async def test_a_record_that_cannot_be_pickled_fails_the_job_at_once(records: in
             await rdd.acount()
         assert runner.task_failures - failures == (0 if records == len(LINES) else 1)
         assert backend.replacements == 0
-        assert _files(backend.shared_dir) == []
+        assert shared_files(backend.shared_dir) == []
         assert await runner.parallelize(LINES, 2).acount() == len(LINES)
 
 
 async def test_replacement_workers_read_the_same_shared_partitions() -> None:
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         counts = _word_count(ssc.spark_context.parallelize(LINES, 2))
         assert dict(await counts.acollect()) == EXPECTED
         for pid in backend.worker_pids():
@@ -205,13 +193,13 @@ async def test_replacement_workers_read_the_same_shared_partitions() -> None:
         assert dict(await counts.acollect()) == EXPECTED
         assert backend.replacements == 2
         assert backend.traffic.sent - sent < DATA_BYTES / 20  # read from the files again
-        assert len(_files(backend.shared_dir)) == 2
+        assert len(shared_files(backend.shared_dir)) == 2
 
 
 async def test_concurrent_first_jobs_share_one_copy() -> None:
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         rdd = ssc.spark_context.parallelize(LINES, 2)
         results: list[Any] = []
 
@@ -222,7 +210,7 @@ async def test_concurrent_first_jobs_share_one_copy() -> None:
             tg.start_soon(count, _word_count(rdd))
             tg.start_soon(count, rdd.map(len).map(lambda n: ("chars", n)).reduce_by_key(operator.add))
         assert sorted(map(len, results)) == [1, len(EXPECTED)]
-        assert len(_files(backend.shared_dir)) == 2
+        assert len(shared_files(backend.shared_dir)) == 2
 
 
 async def test_a_job_cancelled_while_sharing_leaves_no_file_and_the_next_one_shares(
@@ -237,16 +225,16 @@ async def test_a_job_cancelled_while_sharing_leaves_no_file_and_the_next_one_sha
     monkeypatch.setattr(shared_input, "dumps_slice", counted_dumps)  # a spy: it still pickles
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock()) as ssc:
         await _started(ssc)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         assert backend.shared_dir is not None
         counts = _word_count(ssc.spark_context.parallelize(LINES, 2))
         with anyio.CancelScope() as scope:
             scope.cancel()  # takes effect at the first checkpoint: after the first slice
             await counts.acollect()
         assert pickled == [SLICE]  # it was cancelled half-way through a partition's file
-        assert _files(backend.shared_dir) == []
+        assert shared_files(backend.shared_dir) == []
         assert dict(await counts.acollect()) == EXPECTED
-        assert len(_files(backend.shared_dir)) == 2
+        assert len(shared_files(backend.shared_dir)) == 2
 
 
 async def test_shared_directories_of_dead_drivers_are_removed_at_start(tmp_path: Path) -> None:
@@ -257,7 +245,7 @@ async def test_shared_directories_of_dead_drivers_are_removed_at_start(tmp_path:
     conf = {"shared_memory_dir": str(tmp_path)}
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock(), conf=conf) as ssc:
         await _started(ssc)
-        shared_dir = _pool(ssc).shared_dir
+        shared_dir = pool(ssc).shared_dir
         assert shared_dir is not None
         assert os.listdir(tmp_path) == [Path(shared_dir).name]
     assert os.listdir(tmp_path) == []

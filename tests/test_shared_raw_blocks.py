@@ -29,12 +29,13 @@ import pytest
 
 from aiostream_engine import DStream, JobFailedError, ManualClock, StreamingContext
 from aiostream_engine.executor import shared_input
-from aiostream_engine.executor.process_pool import ProcessPoolBackend
 from aiostream_engine.executor.shared_input import RAW_SHARE_FROM, RawBlockFiles
 from aiostream_engine.raw import LineDecoder, RawLines, SharedBuffer
 from aiostream_engine.receiver.base import Receiver
 from aiostream_engine.testing import advance_batches, collect_batches
+from tests.fed_receivers import feed
 from tests.file_limits import file_size_limit
+from tests.shared_memory import pool, shared_files
 
 pytestmark = [
     pytest.mark.anyio,
@@ -56,15 +57,6 @@ class LineBlocks(Receiver):
         async for lines in self._receive:
             await self.store_block(RawLines.of(lines))
             self.blocks_stored += 1
-
-
-async def feed(receiver: LineBlocks, *blocks: list[bytes]) -> None:
-    target = receiver.blocks_stored + len(blocks)
-    for block in blocks:
-        await receiver.send.send(block)
-    with anyio.fail_after(10):
-        while receiver.blocks_stored < target:
-            await anyio.lowlevel.checkpoint()
 
 
 def block_lines(seed: int, size: int) -> list[bytes]:
@@ -99,17 +91,6 @@ def word_counts(stream: DStream) -> DStream:
     return stream.flat_map(str.split).map(lambda w: (w, 1)).reduce_by_key(operator.add)
 
 
-def _pool(ssc: StreamingContext) -> ProcessPoolBackend:
-    backend = ssc.spark_context.backend
-    assert isinstance(backend, ProcessPoolBackend)
-    return backend
-
-
-def _files(directory: str | None) -> set[str]:
-    assert directory is not None
-    return {name for name in os.listdir(directory) if not name.startswith(".")}
-
-
 async def run_batches(
     ssc: StreamingContext, batches: list[list[list[bytes]]], before_batch: Callable[[], None] = lambda: None,
     step: Callable[[DStream], DStream] = lambda s: s,
@@ -121,12 +102,12 @@ async def run_batches(
     dead = collect_batches(stream.dead_letters().map(lambda d: d.line))
     counts = collect_batches(word_counts(step(stream)))
     await ssc.start()
-    backend = _pool(ssc)
+    backend = pool(ssc)
     seen: list[set[str]] = []
     for blocks in batches:
         gc.collect()  # the blocks of finished batches are gone: their files are free
         await feed(receiver, *blocks)
-        seen.append(_files(backend.shared_dir))
+        seen.append(set(shared_files(backend.shared_dir)))
         before_batch()
         await advance_batches(ssc, 1)
     return [dict(c) for _, c in counts], [d for _, d in dead], seen
@@ -139,7 +120,7 @@ async def test_raw_blocks_are_read_from_shared_memory_and_their_files_reused() -
     total = sum(len(line) + 1 for blocks in batches for lines in blocks for line in lines)
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock(0.0)) as ssc:
         counts, dead, seen = await run_batches(ssc, batches)
-        backend = _pool(ssc)
+        backend = pool(ssc)
         assert backend.traffic.sent < total / 20  # the plans crossed the pipes, not the lines
     expected = [reference(blocks) for blocks in batches]
     assert counts == [c for c, _ in expected]
@@ -160,7 +141,7 @@ async def test_a_full_shared_memory_sends_raw_blocks_through_the_pipe_with_one_w
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock(0.0)) as ssc:
         with caplog.at_level(logging.WARNING), file_size_limit(1 << 20):
             counts, dead, seen = await run_batches(ssc, batches)
-        assert _pool(ssc).traffic.sent > 3 * (2 << 20)  # every block crossed the pipe
+        assert pool(ssc).traffic.sent > 3 * (2 << 20)  # every block crossed the pipe
     assert seen == [set()] * 3  # no partial file left
     assert caplog.text.count("crosses the pipe to its worker") == 1
     expected = [reference(blocks) for blocks in batches]
@@ -187,8 +168,8 @@ async def test_a_worker_killed_in_a_task_is_replaced_and_the_retry_maps_the_same
     marker = str(tmp_path / "died")
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock(0.0)) as ssc:
         counts, dead, _ = await run_batches(ssc, batches, step=lambda s: s.map_partitions(_die_once(marker)))
-        assert _pool(ssc).replacements == 1
-        assert _pool(ssc).traffic.sent < 2 << 20  # the retry too read the block where it was
+        assert pool(ssc).replacements == 1
+        assert pool(ssc).traffic.sent < 2 << 20  # the retry too read the block where it was
     assert os.path.exists(marker)
     expected = [reference(blocks) for blocks in batches]
     assert (counts, dead) == ([c for c, _ in expected], [d for _, d in expected])
@@ -197,19 +178,20 @@ async def test_a_worker_killed_in_a_task_is_replaced_and_the_retry_maps_the_same
 async def test_a_shared_block_cut_under_its_batch_fails_the_job_naming_the_file() -> None:
     async with StreamingContext(1.0, master="local[2]", clock=ManualClock(0.0),
                                 conf={"task_max_failures": 1}) as ssc:
-        backend_dir: list[str] = []
+        cut: list[str] = []
 
         def cut_the_file() -> None:
-            (name,) = _files(_pool(ssc).shared_dir)
-            path = os.path.join(_pool(ssc).shared_dir or "", name)
-            backend_dir.append(path)
-            os.truncate(path, 10)
+            directory = pool(ssc).shared_dir
+            assert directory is not None
+            (name,) = shared_files(directory)
+            cut.append(os.path.join(directory, name))
+            os.truncate(cut[0], 10)
 
         with pytest.raises(JobFailedError, match="changed or cut"):
             await run_batches(ssc, [[block_lines(1, 2 << 20)]], before_batch=cut_the_file)
         with pytest.raises(JobFailedError):  # stop() raises the failure no one has raised
             await ssc.stop()
-    assert backend_dir
+    assert len(cut) == 1
 
 
 # ---- RawBlockFiles on its own --------------------------------------------------------------

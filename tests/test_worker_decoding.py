@@ -22,6 +22,7 @@ from aiostream_engine.rdd.side_output import SideOutput, TaskOutput, emit_side
 from aiostream_engine.rdd.tasks import RecordsInput, ShuffleWrite, Stage, TaskPlan, execute_packed
 from aiostream_engine.receiver.base import Receiver
 from aiostream_engine.testing import advance_batches, collect_batches
+from tests.fed_receivers import feed
 from tests.masters import MASTERS
 
 pytestmark = pytest.mark.anyio
@@ -70,15 +71,6 @@ def decoded_stream(
     receiver = RawItems(found)
     stream = DecodedReceiverInputDStream(ssc, receiver, "raw")
     return receiver, stream
-
-
-async def feed(receiver: RawItems, *blocks: list[bytes]) -> None:
-    target = receiver.blocks_stored + len(blocks)
-    for block in blocks:
-        await receiver.send.send(block)
-    with anyio.fail_after(10):
-        while receiver.blocks_stored < target:
-            await anyio.lowlevel.checkpoint()
 
 
 def context(master: str) -> StreamingContext:
