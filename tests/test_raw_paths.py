@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +21,7 @@ from hypothesis import strategies as st
 
 from aiostream_engine.executor.shared_input import RawBlockFiles
 from aiostream_engine.raw import LineCutter, LineDecoder, RawLines, SharedBuffer, UndecodableLine
+from aiostream_engine.raw.shared import MappedBuffer
 from aiostream_engine.receiver.block_payload import RAW_BUFFER, decode_block, encode_block
 from aiostream_engine.sources.kafka_block import KafkaBlock, KafkaBlockBuilder, KafkaBlockDecoder
 from aiostream_engine.sources.kafka_fetch import RecordDecoding
@@ -59,14 +58,15 @@ def logged(block: Any) -> Any:
     return decode_block(kind, b"".join(parts))
 
 
-#: Shared memory for the mapped variant: a few kept files, reused example after example.
-SHARED_FILES = RawBlockFiles(tempfile.mkdtemp(prefix="raw-paths-"), keep_bytes=1 << 16)
+#: Files for the mapped variant: a few kept, written over example after example.
+SHARED_FILES: list[RawBlockFiles] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _remove_shared_files() -> Iterator[None]:
+def _shared_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    SHARED_FILES.append(RawBlockFiles(str(tmp_path_factory.mktemp("shared")), keep_bytes=1 << 16))
     yield
-    shutil.rmtree(SHARED_FILES.directory)
+    SHARED_FILES.clear()
 
 
 def mapped_blocks(blocks: list[Any]) -> Iterator[Any]:
@@ -74,10 +74,13 @@ def mapped_blocks(blocks: list[Any]) -> Iterator[Any]:
     to a file of shared memory, pickled as a task carries it, and mapped where it is
     unpickled. The driver's copy of each lives until the blocks are all read, as a batch's
     blocks do; a file is written again only once its block is gone."""
-    placed = [SHARED_FILES.share(block) for block in blocks]
+    (files,) = SHARED_FILES
+    placed = [files.share(block) for block in blocks]
     assert all(isinstance(b.data, SharedBuffer) for b in placed)
     for block in placed:
-        yield pickle.loads(pickle.dumps(block))
+        mapped = pickle.loads(pickle.dumps(block))
+        assert isinstance(mapped.data, MappedBuffer) or mapped.data == b""
+        yield mapped
 
 
 #: How blocks reach the decoder: from the write-ahead log, or from shared memory.

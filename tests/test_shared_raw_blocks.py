@@ -18,6 +18,7 @@ import os
 import pickle
 import random
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,7 +115,8 @@ async def run_batches(
 
 
 async def test_raw_blocks_are_read_from_shared_memory_and_their_files_reused() -> None:
-    sizes = [[3 << 20, 3 << 20], [RAW_SHARE_FROM + 1000] * 2, [6 << 20], [2 << 20, 5 << 20, 1 << 20]]
+    sizes = [[3 << 20, 3 << 20], [RAW_SHARE_FROM + 1000] * 2, [6 << 20],
+             [2 << 20, 5 << 20, RAW_SHARE_FROM // 2]]
     batches = [[block_lines(10 * b + i, size) for i, size in enumerate(sizes_)]
                for b, sizes_ in enumerate(sizes)]
     total = sum(len(line) + 1 for blocks in batches for lines in blocks for line in lines)
@@ -126,12 +128,90 @@ async def test_raw_blocks_are_read_from_shared_memory_and_their_files_reused() -
     assert counts == [c for c, _ in expected]
     assert dead == [d for _, d in expected]
     assert all(d for d in dead)  # every batch had dead letters, in order
-    # Seven blocks went to shared memory (the last batch's 1 MiB one is under the threshold
-    # and crossed the pipe) in four files: a batch's blocks live until the next batch is
+    # Seven blocks went to shared memory (the last batch's half MiB one is under the
+    # threshold and crossed the pipe) in four files: a batch's blocks live until the next batch is
     # done, so the first two batches needed files of their own, the next two wrote over them.
     assert [len(files) for files in seen] == [2, 4, 4, 4]
     assert seen[0] < seen[1] == seen[2] == seen[3]
     assert len(set().union(*seen)) < sum(map(len, sizes))
+
+
+def windowed_counts(batches: list[list[list[bytes]]], span: int | None) -> list[dict[str, int]]:
+    """Each batch's word counts over the last ``span`` batches (None: all so far)."""
+    out = []
+    for i in range(len(batches)):
+        counts: Counter[str] = Counter()
+        for blocks in batches[0 if span is None else max(0, i - span + 1) : i + 1]:
+            counts.update(reference(blocks)[0])
+        out.append(dict(counts))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["window", "reduce_by_key_and_window", "update_state_by_key"])
+async def test_windows_and_state_over_shared_blocks_whose_files_are_written_over(
+    kind: str, tmp_path: Path
+) -> None:
+    """A window keeps its batches' blocks (and so their files) as long as it reads them:
+    the files written over are those of batches it no longer holds."""
+    sizes = [[3 << 20], [2 << 20, 2 << 20], [3 << 20], [4 << 20], [2 << 20], [3 << 20]]
+    batches = [[block_lines(10 * b + i, size) for i, size in enumerate(sizes_)]
+               for b, sizes_ in enumerate(sizes)]
+
+    def step(stream: DStream) -> DStream:
+        pairs = stream.flat_map(str.split).map(lambda w: (w, 1))
+        if kind == "window":
+            return pairs.window(3.0, 1.0).reduce_by_key(operator.add)
+        if kind == "reduce_by_key_and_window":
+            return pairs.reduce_by_key_and_window(operator.add, operator.sub, 3.0, 1.0)
+        return pairs.update_state_by_key(lambda values, state: sum(values) + (state or 0))
+
+    async with StreamingContext(1.0, master="local[2]", clock=ManualClock(0.0)) as ssc:
+        ssc.checkpoint(str(tmp_path))
+        receiver = LineBlocks()
+        out = collect_batches(step(ssc.receiver_stream(receiver)))
+        await ssc.start()
+        seen: list[set[str]] = []
+        for blocks in batches:
+            gc.collect()
+            await feed(receiver, *blocks)
+            seen.append(set(shared_files(pool(ssc).shared_dir)))
+            await advance_batches(ssc, 1)
+    counts = [{word: n for word, n in batch if n} for _, batch in out]
+    assert counts == windowed_counts(batches, None if kind == "update_state_by_key" else 3)
+    assert len(set().union(*seen)) < sum(map(len, sizes))  # files were written over
+
+
+class UndecodedBlocks(LineBlocks):
+    """Stores raw-lines blocks with no decoder: the blocks are the stream's records."""
+
+    decoder = None
+
+
+@pytest.mark.parametrize("shape", ["records", "map", "repartition", "cache"])
+async def test_raw_blocks_of_a_stream_without_a_decoder_travel_with_their_tasks(shape: str) -> None:
+    """Its blocks are records a job may send anywhere (collect them, shuffle them, keep
+    them): they keep their bytes, and no file is made for them."""
+    lines = block_lines(7, 3 << 20)
+
+    def step(stream: DStream) -> DStream:
+        if shape == "map":
+            return stream.map(lambda block: block)
+        if shape == "repartition":
+            return stream.repartition(3)
+        if shape == "cache":
+            return stream.cache()
+        return stream
+
+    async with StreamingContext(1.0, master="local[2]", clock=ManualClock(0.0),
+                                conf={"task_max_failures": 1}) as ssc:
+        receiver = UndecodedBlocks()
+        out = collect_batches(step(ssc.receiver_stream(receiver)))
+        await ssc.start()
+        await feed(receiver, lines)
+        assert shared_files(pool(ssc).shared_dir) == []
+        await advance_batches(ssc, 1)
+    expected = RawLines.of(lines).data
+    assert [[(type(b.data), b.data) for b in batch] for _, batch in out] == [[(bytes, expected)]]
 
 
 async def test_a_full_shared_memory_sends_raw_blocks_through_the_pipe_with_one_warning(
@@ -220,10 +300,14 @@ def test_a_file_is_reused_only_once_its_block_is_gone_and_reads_back_exactly(tmp
 def test_kept_files_are_bounded_by_their_bytes(tmp_path: Path) -> None:
     files = RawBlockFiles(str(tmp_path), keep_bytes=100)
     blocks = [files.share(RawLines(b"x" * 59 + b"\n", 1)) for _ in range(3)]
-    assert len(os.listdir(tmp_path)) == 3
+    paths = {os.path.basename(b.data.path) for b in blocks}
+    assert set(os.listdir(tmp_path)) == paths
     del blocks
     gc.collect()
-    assert len(os.listdir(tmp_path)) == 1  # 60 bytes kept; a second would make 120
+    # Filed by the next share: 60 bytes kept (a second file would make 120), and written over.
+    again = files.share(RawLines(b"y\n", 1))
+    assert os.listdir(tmp_path) == [os.path.basename(again.data.path)]
+    assert os.path.basename(again.data.path) in paths
 
 
 def test_a_raw_block_that_would_nearly_fill_the_file_system_is_refused(
@@ -242,3 +326,22 @@ def test_a_raw_block_that_would_nearly_fill_the_file_system_is_refused(
     assert os.listdir(tmp_path) == []
     kept = files.share(RawLines(b"x" * (block - 1) + b"\n", 1))  # leaves 11 blocks free
     assert pickle.loads(pickle.dumps(kept)).data[:2] == b"xx"
+
+
+def test_a_block_collected_inside_share_does_not_wait_for_it(tmp_path: Path) -> None:
+    """A finalizer may run in the middle of ``share`` (the collector runs where objects are
+    made): it must not wait for anything ``share`` holds, or the thread hangs."""
+    files = RawBlockFiles(str(tmp_path))
+    held = [files.share(RawLines(b"x\n", 1))]
+    done = threading.Event()
+
+    def collect_while_busy() -> None:
+        with files._lock:  # as a collection that starts inside share() finds it
+            held.clear()
+            gc.collect()
+        done.set()
+
+    threading.Thread(target=collect_while_busy, daemon=True).start()
+    assert done.wait(10)
+    again = files.share(RawLines(b"y\n", 1))  # the collected block's file, written over
+    assert os.listdir(tmp_path) == [os.path.basename(again.data.path)]

@@ -29,7 +29,10 @@ from ..rdd.tasks import Stage
 
 
 class Decoder(Protocol):
-    """Decodes the raw items of one partition, on the worker."""
+    """Decodes the raw items of one partition, on the worker. A raw block's ``data`` is
+    ``bytes``, or on ``local[N]`` (blocks of 1 MiB and more) the block's file mapped
+    read-only: index it, slice it (to ``bytes``), ``find``/``rfind`` in it or take a
+    ``memoryview`` of it (``aiostream_engine.raw.shared``)."""
 
     def decode(self, raw: Iterator[Any], dead: list[Any]) -> Iterator[list[Any]]:
         """The records of ``raw`` in order, as lists (chunks: the task iterates them without

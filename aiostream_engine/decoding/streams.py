@@ -190,6 +190,8 @@ class DecodedReceiverInputDStream(ReceiverInputDStream):
     ``decoder`` (default: the receiver's own); ``dead_letters()`` is the stream of what did
     not decode, and each batch's outcome goes to the receiver's ``on_decoded``."""
 
+    decodes_on_workers = True
+
     def __init__(
         self,
         ssc: StreamingContext,

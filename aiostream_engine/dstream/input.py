@@ -136,6 +136,11 @@ class BlockInputDStream(InputDStream):
     partition. With the receiver write-ahead log on, the stream is replayable: a batch's
     descriptor is where its blocks are in the log, and recovery reads them back."""
 
+    #: Whether every task reading a block decodes it first (so a raw block's buffer may be
+    #: handed to the workers in place, ``ExecutorBackend.place_raw_block``); without a
+    #: decoder the blocks are the stream's records, and go wherever the job takes them.
+    decodes_on_workers = False
+
     def __init__(self, ssc: StreamingContext, name: str) -> None:
         super().__init__(ssc, name)
         self._recovery: tuple[int, dict[int, Any]] | None = None

@@ -11,10 +11,10 @@ its own task (``WorkerLostError``, retried by the runner) and is replaced.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import pickle
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,8 +137,10 @@ class ProcessPoolBackend:
         self._shared_dir_full = False
         self._raw_files: RawBlockFiles | None = None
         self._raw_share_warned = False
-        self._drops_lock = threading.Lock()  # release_blocks runs in finalizers, any thread
-        self._pending_drops: list[list[str]] = [[] for _ in range(workers)]
+        # release_blocks runs in finalizers, in any thread, possibly inside _take_drops: it
+        # only appends (slot, block id) here, which takes no lock; the event loop files them.
+        self._released: collections.deque[tuple[int, str]] = collections.deque()
+        self._pending_drops: list[list[str]] = [[] for _ in range(workers)]  # the loop's only
         self.replacements = 0
         self.traffic = Traffic()
 
@@ -189,13 +191,13 @@ class ProcessPoolBackend:
         every task that touches it is placed there) drops it from memory when it gets its
         next task (the ids ride along with it)."""
         remove_disk_copies(refs)
-        with self._drops_lock:
-            for ref in refs:
-                self._pending_drops[ref.partition % self._size].append(ref.id)
+        self._released.extend([(ref.partition % self._size, ref.id) for ref in refs])
 
     def _take_drops(self, slot: int) -> list[str]:
-        with self._drops_lock:
-            drops, self._pending_drops[slot] = self._pending_drops[slot], []
+        while self._released:
+            home, block_id = self._released.popleft()
+            self._pending_drops[home].append(block_id)
+        drops, self._pending_drops[slot] = self._pending_drops[slot], []
         return drops
 
     # ---- parallelized partitions --------------------------------------------------------
@@ -212,7 +214,14 @@ class ProcessPoolBackend:
         if self._shared_dir is None or self._shared_dir_full or not worth_sharing(records):
             return None
         try:
-            return await share_records(records, self._shared_dir.path)
+            try:
+                return await share_records(records, self._shared_dir.path)
+            except OSError:
+                if self._raw_files is None:
+                    raise
+                # Files kept for raw blocks give way, once, before sharing stops for good.
+                await anyio.to_thread.run_sync(self._raw_files.drop_kept)
+                return await share_records(records, self._shared_dir.path)
         except OSError as exc:  # full: pipe from now on rather than pickle twice every time
             log.warning(
                 "parallelized partitions go through the pipes to every task from now on: "
@@ -232,7 +241,7 @@ class ProcessPoolBackend:
             return block
         try:
             return await anyio.to_thread.run_sync(files.share, block)
-        except OSError as exc:
+        except Exception as exc:  # no room, or no thread: the block is stored all the same
             if not self._raw_share_warned:
                 self._raw_share_warned = True
                 log.warning(

@@ -30,6 +30,7 @@ then the next block.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
@@ -96,30 +97,36 @@ class RawBlockFiles:
     driver's ``SharedBuffer`` of the previous block is collected: no task that may read it
     is left (the block, the batch's RDD and the plans of tasks in flight hold it), and a
     worker maps it only while its task runs.
+
+    The finalizer of a ``SharedBuffer`` runs in whichever thread the collector does,
+    possibly inside ``share`` itself: it only appends to ``_released``, which takes no
+    lock, and ``share`` files what was released before it looks for a file.
     """
 
     def __init__(self, directory: str, keep_bytes: int = 256 << 20) -> None:
         self.directory = directory
         self.keep_bytes = keep_bytes
-        self._lock = threading.Lock()  # finalizers run in any thread
-        self._free: dict[str, int] = {}  # path: size
+        self._released: collections.deque[tuple[str, int]] = collections.deque()
+        self._lock = threading.Lock()  # ``share`` runs in threads, two receivers at once
+        self._kept: dict[str, int] = {}  # path: size
 
     def share(self, block: Any) -> Any:
         """The raw block with its buffer in a file of the directory (blocking: call it in a
         thread). Raises OSError (leaving no new file) when the file system is full, or would
-        be left with less than ``HEADROOM`` of its size free."""
+        be left with less than ``HEADROOM`` of its size free, even without the kept files."""
         data: bytes = block.data
         path, kept = self._reusable(len(data))
-        if len(data) > (kept or 0):
-            try:
-                _ensure_room(self.directory, len(data) - (kept or 0))
-            except OSError:
-                if kept is not None:
-                    _remove(path)
-                raise
-        # A new name must not exist yet (nothing planted in its place); no name is followed.
-        create = os.O_CREAT | os.O_EXCL if kept is None else 0
-        descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | create, 0o600)
+        try:
+            if len(data) > (kept or 0):
+                self._ensure_room(len(data) - (kept or 0))
+            # A new name must not exist yet (nothing planted in its place); no name is
+            # followed.
+            create = os.O_CREAT | os.O_EXCL if kept is None else 0
+            descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | create, 0o600)
+        except BaseException:
+            if kept is not None:
+                _remove(path)
+            raise
         try:
             os.ftruncate(descriptor, len(data))  # a smaller block than the file's frees the rest
             written = os.pwrite(descriptor, data, 0)
@@ -131,26 +138,47 @@ class RawBlockFiles:
         finally:
             os.close(descriptor)
         shared = SharedBuffer(path, len(data))
-        weakref.finalize(shared, self._release, path, len(data))
+        weakref.finalize(shared, self._released.append, (path, len(data)))
         return with_buffer(block, shared)
+
+    def drop_kept(self) -> None:
+        """Remove the kept files (and those of blocks collected since): room for others."""
+        with self._lock:
+            self._file_released()
+            kept, self._kept = self._kept, {}
+        for path in kept:
+            _remove(path)
+
+    def _ensure_room(self, size: int) -> None:
+        try:
+            _ensure_room(self.directory, size)
+        except OSError:
+            if not self._kept and not self._released:
+                raise
+            self.drop_kept()
+            _ensure_room(self.directory, size)
 
     def _reusable(self, size: int) -> tuple[str, int | None]:
         """A kept file (the one closest in size to ``size``) and its size, or a new path
         and None."""
         with self._lock:
-            if self._free:
-                path = min(self._free, key=lambda p: abs(self._free[p] - size))
-                return path, self._free.pop(path)
+            self._file_released()
+            if self._kept:
+                path = min(self._kept, key=lambda p: abs(self._kept[p] - size))
+                return path, self._kept.pop(path)
         return os.path.join(self.directory, uuid.uuid4().hex), None
 
-    def _release(self, path: str, size: int) -> None:
-        """A block is gone: keep its file for the next, unless enough are kept. Called
-        from finalizers, so it never raises."""
-        with self._lock:
-            if sum(self._free.values()) + size <= self.keep_bytes:
-                self._free[path] = size
-                return
-        _remove(path)
+    def _file_released(self) -> None:
+        """Keep the files of collected blocks while they fit in ``keep_bytes``, remove the
+        others; call with the lock held."""
+        total = sum(self._kept.values())
+        while self._released:
+            path, size = self._released.popleft()
+            if total + size <= self.keep_bytes:
+                self._kept[path] = size
+                total += size
+            else:
+                _remove(path)
 
 
 #: Share of a shared-memory file system left free for other programs (and other drivers):

@@ -13,8 +13,12 @@ place, no copy (decoding 36 MB of lines from the map cost 0.019 s of CPU; readin
 ``bytes`` first, 0.019 s more).
 
 A decoder therefore reads its block's ``data`` as a ``Buffer``: ``bytes`` or a
-read-only ``mmap``. Both index to ints, slice to ``bytes``, ``find``/``rfind`` and give a
-``memoryview``.
+read-only ``MappedBuffer`` (an ``mmap``). Both index to ints, slice to ``bytes``, have
+``len``, ``find``/``rfind`` and give a ``memoryview``; ``bytes`` methods beyond these
+(``split``, ``decode``, comparison with ``bytes``) need a slice first (``data[:]``). Only a
+stream decoded on the workers has its blocks placed so (``BlockInputDStream.
+decodes_on_workers``); should a mapped buffer leave its task all the same (a decoder
+passing its block on), it pickles as the ``bytes`` it holds.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+
+class MappedBuffer(mmap.mmap):
+    """A raw block's file mapped read-only on the worker; pickled, the bytes it holds."""
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return bytes, (self[:],)
+
+
 #: What a raw block's ``data`` is where it is decoded.
-Buffer = bytes | mmap.mmap
+Buffer = bytes | MappedBuffer
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,4 +66,4 @@ def mapped(path: str, size: int) -> Buffer:
         found = os.fstat(file.fileno()).st_size
         if found != size:
             raise OSError(f"shared raw block {path} holds {found} bytes, not {size}: it was changed or cut")
-        return mmap.mmap(file.fileno(), size, prot=mmap.PROT_READ)
+        return MappedBuffer(file.fileno(), size, prot=mmap.PROT_READ)

@@ -113,11 +113,12 @@ class ReceiverTracker:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Start a supervisor and a block generator per receiver; run until stopped.
-        ``place_raw``: what each raw block goes through once stored (``BlockGenerator``)."""
+        ``place_raw``: what each raw block of a stream decoded on the workers goes through
+        once stored (``BlockGenerator``)."""
         async with anyio.create_task_group() as tg:
             self._scope = tg.cancel_scope
             for stream in streams:
-                blocks = self._generator(stream, place_raw)
+                blocks = self._generator(stream, place_raw if stream.decodes_on_workers else None)
                 supervisor = ReceiverSupervisor(
                     stream.receiver, stream.id, blocks, self._clock, self._bus,
                     self._conf.receiver_restart_delay,
