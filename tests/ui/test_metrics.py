@@ -83,12 +83,21 @@ async def test_metrics_equal_the_run() -> None:
     assert value(found, "aiostream_batches_active") == 1
 
 
+def first_call(marker: str) -> bool:
+    """Whether this is the first call of all, in any thread or process: the one that
+    creates the marker file (atomically: two tasks running at once cannot both be first)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def fail_first_attempt(marker: str) -> Any:
     """A map function whose first call in any process fails (a marker file remembers)."""
 
     def once(x: int) -> int:
-        if not os.path.exists(marker):
-            Path(marker).touch()
+        if first_call(marker):
             raise RuntimeError("flaky worker")
         return x
 
@@ -99,8 +108,7 @@ def die_first_attempt(marker: str) -> Any:
     """A map function whose first call kills its worker process."""
 
     def once(x: int) -> int:
-        if not os.path.exists(marker):
-            Path(marker).touch()
+        if first_call(marker):
             os._exit(3)
         return x
 
