@@ -9,7 +9,9 @@ blocks (undecoded buffers from a receiver, ``aiostream_engine.raw``) goes as the
 without their buffers (``RawBuffers``), and the buffers follow as they are, one part
 each: not pickled (no copy on the event loop), and read by the worker straight into one
 ``bytes`` (no joining of pieces: that copy cost 4% of the workers' CPU on W2 from a
-receiver). The driver writes every part in pieces of at most ``PIECE`` bytes
+receiver). A raw block placed in shared memory as it was stored (``shared_input``) has
+no buffer here: it goes pickled, as its file's name, and the worker maps the file
+(``raw.shared``). The driver writes every part in pieces of at most ``PIECE`` bytes
 (``pieces``), one pipe's worth per write and event-loop turn.
 Response: 8-byte big-endian length, then one status byte (``RESULT`` / ``ERROR``) and a
 pickle.
